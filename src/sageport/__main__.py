@@ -1,0 +1,5 @@
+"""``python -m sageport`` runs the command line."""
+
+from sageport.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The hosting resources (models, endpoint configs, endpoints) and their rules."""

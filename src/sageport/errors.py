@@ -1,0 +1,125 @@
+"""The exception tree every layer raises, and the AWS error each one becomes.
+
+Each error carries the AWS error code, the HTTP status and the message that
+clients see. The protocol layer renders them (``protocol/errors.py``); nothing
+else builds error bodies. Control-plane and runtime errors are separate
+families because botocore reads them differently: the control plane (AWS JSON
+1.1) only looks at ``__type`` in the body, the runtime (REST-JSON) looks at the
+``x-amzn-ErrorType`` header first and merges modeled members such as
+``OriginalStatusCode`` from top-level body keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SageportError(Exception):
+    """An error that reaches the client as an AWS-shaped response."""
+
+    code: ClassVar[str] = "InternalFailure"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        # Modeled members beyond Message (e.g. OriginalStatusCode), sent as
+        # top-level body keys with their exact AWS casing.
+        self.fields = fields
+
+
+# Control plane (service "sagemaker", AWS JSON 1.1).
+
+
+class ControlPlaneError(SageportError):
+    """An error of the control plane."""
+
+
+class ValidationException(ControlPlaneError):
+    """Bad input, or a resource that is missing or already exists.
+
+    SageMaker answers "not found" on the control plane with this code, not
+    ResourceNotFound; boto3's ``endpoint_deleted`` waiter relies on it.
+    """
+
+    code = "ValidationException"
+    status = 400
+
+
+class ResourceLimitExceeded(ControlPlaneError):
+    code = "ResourceLimitExceeded"
+    status = 400
+
+
+class ResourceInUse(ControlPlaneError):
+    code = "ResourceInUse"
+    status = 400
+
+
+class SerializationException(ControlPlaneError):
+    """A request body that is not a JSON object of the right member types."""
+
+    code = "SerializationException"
+    status = 400
+
+
+class UnknownOperationException(ControlPlaneError):
+    code = "UnknownOperationException"
+    status = 400
+
+
+class ControlPlaneInternalError(ControlPlaneError):
+    code = "InternalFailure"
+    status = 500
+
+
+# Runtime (service "sagemaker-runtime", REST-JSON).
+
+
+class RuntimeError_(SageportError):
+    """An error of the runtime API. The trailing underscore avoids the builtin."""
+
+
+class ValidationError(RuntimeError_):
+    """Bad input to an invocation, or an endpoint that cannot be invoked."""
+
+    code = "ValidationError"
+    status = 400
+
+
+class PayloadTooLarge(ValidationError):
+    """A request body over the real-time limit.
+
+    SageMaker answers these with HTTP 413; the code stays ValidationError so
+    boto3 raises a modeled exception the caller can catch.
+    """
+
+    status = 413
+
+
+class ModelError(RuntimeError_):
+    """The model answered with a non-2xx status, timed out or went away.
+
+    Status 424 is deliberate: botocore retries 5xx and 429, and an invocation
+    is not idempotent, so a failed model call must not be sent again.
+    """
+
+    code = "ModelError"
+    status = 424
+
+
+class ModelNotReadyException(RuntimeError_):
+    code = "ModelNotReadyException"
+    status = 429
+
+
+class InternalFailure(RuntimeError_):
+    code = "InternalFailure"
+    status = 500
+
+
+class ServiceUnavailable(RuntimeError_):
+    """The endpoint exists but cannot serve yet; botocore retries this."""
+
+    code = "ServiceUnavailable"
+    status = 503

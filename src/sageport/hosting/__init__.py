@@ -1,0 +1,1 @@
+"""How instances run: model data, the process backend and its supervision."""

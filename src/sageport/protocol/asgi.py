@@ -1,0 +1,86 @@
+"""Small ASGI helpers shared by the API handlers: reading bodies and sending responses.
+
+The server speaks raw ASGI to keep the hot path short: no framework object is
+built per request, and headers stay as the byte pairs uvicorn hands over.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+# Bodies past the limit are read and dropped up to this many bytes, so that a
+# client still sending gets the error response instead of a broken pipe (which
+# botocore would retry); past it the connection is closed.
+DRAIN_LIMIT = 64 * 2**20
+
+_CREDENTIAL_REGION = re.compile(rb"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than the handler accepts."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """Return the first value of a header; ``name`` must be lower case."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def region_of(scope: Scope, default: str) -> str:
+    """Take the region from the SigV4 credential scope, else the server's default."""
+    authorization = header(scope, b"authorization")
+    if authorization:
+        match = _CREDENTIAL_REGION.search(authorization)
+        if match:
+            return match.group(1).decode("ascii", errors="replace")
+    return default
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """Read the whole request body; raise BodyTooLarge past ``limit`` bytes."""
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT:
+        raise BodyTooLarge(int(declared))
+
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > DRAIN_LIMIT:
+            raise BodyTooLarge(size)
+        if not message.get("more_body", False):
+            break
+
+    if size > limit:
+        raise BodyTooLarge(size)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_response(send: Send, status: int, headers: Headers, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,87 @@
+"""The control plane's AWS JSON 1.1 requests and responses.
+
+Every request is ``POST /`` with ``X-Amz-Target: SageMaker.<Operation>`` and a
+JSON object whose keys are the input shape's member names. Responses are JSON
+objects of the output shape's members.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sageport.errors import SerializationException, UnknownOperationException, ValidationException
+from sageport.protocol.errors import CONTROL_PLANE_CONTENT_TYPE, Rendered
+from sageport.protocol.models import control_plane_model, control_plane_operation_names
+from sageport.protocol.serialize import serialize
+from sageport.protocol.validation import parse_timestamps, validate
+
+
+def parse_control_request(target_header: str | None, body: bytes) -> tuple[Any, dict[str, Any]]:
+    """Resolve the operation named by ``X-Amz-Target`` and decode and validate its input.
+
+    Returns the botocore ``OperationModel`` and the input with timestamp members
+    converted to aware datetimes. Raises UnknownOperationException,
+    SerializationException or ValidationException.
+    """
+    operation = resolve_operation(target_header)
+    params = decode_json_object(body)
+
+    input_shape = operation.input_shape
+    if input_shape is None:
+        return operation, params
+
+    validate(input_shape, params, error=ValidationException)
+    return operation, parse_timestamps(input_shape, params)
+
+
+def resolve_operation(target_header: str | None) -> Any:
+    """Return the ``OperationModel`` named by ``X-Amz-Target``, e.g. ``SageMaker.ListModels``."""
+    model = control_plane_model()
+    prefix = model.metadata["targetPrefix"] + "."
+
+    if not target_header or not target_header.startswith(prefix):
+        raise UnknownOperationException(
+            f"Missing or invalid X-Amz-Target header {target_header!r}: "
+            f"expected '{prefix}<Operation>', for example '{prefix}DescribeEndpoint'."
+        )
+
+    name = target_header.removeprefix(prefix)
+    if name not in control_plane_operation_names():
+        raise UnknownOperationException(f"Operation {name!r} is not a SageMaker operation.")
+    return model.operation_model(name)
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object; an empty body is ``{}``."""
+    if not body.strip():
+        return {}
+
+    try:
+        decoded = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are both ValueErrors.
+        raise SerializationException(f"The request body is not valid JSON: {exc}") from None
+
+    if not isinstance(decoded, dict):
+        raise SerializationException("The request body must be a JSON object.")
+    return decoded
+
+
+def render_control_response(operation: Any, result: dict[str, Any], request_id: str) -> Rendered:
+    """Render a successful response: the result serialised by the operation's output shape."""
+    output_shape = operation.output_shape
+    payload = {} if output_shape is None else serialize(output_shape, result)
+
+    body = json.dumps(payload).encode("utf-8")
+    headers = [
+        (b"content-type", CONTROL_PLANE_CONTENT_TYPE),
+        (b"x-amzn-requestid", request_id.encode("ascii")),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    return 200, headers, body
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity, which are not JSON.
+    raise ValueError(f"{name} is not a valid JSON number")

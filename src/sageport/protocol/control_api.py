@@ -1,0 +1,65 @@
+"""The control plane's HTTP handler: AWS JSON 1.1 on ``POST /``."""
+
+from __future__ import annotations
+
+import logging
+
+from sageport.control.plane import ControlPlane
+from sageport.errors import ControlPlaneInternalError, SageportError, SerializationException
+from sageport.protocol.asgi import (
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    header,
+    new_request_id,
+    read_body,
+    region_of,
+    send_response,
+)
+from sageport.protocol.awsjson import parse_control_request, render_control_response
+from sageport.protocol.errors import render_control_plane_error
+
+logger = logging.getLogger("sageport.protocol")
+
+# Control-plane requests are small documents; SageMaker's largest (a model with
+# 15 containers and their environments) is far below this.
+MAX_CONTROL_BODY = 2 * 2**20
+
+
+class ControlPlaneAPI:
+    """Decode a control-plane request, run the operation, encode the answer."""
+
+    def __init__(self, control: ControlPlane, default_region: str) -> None:
+        self._control = control
+        self._default_region = default_region
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = new_request_id()
+        operation_name = "unknown"
+        try:
+            body = await read_body(scope, receive, MAX_CONTROL_BODY)
+            target = header(scope, b"x-amz-target")
+            operation, params = parse_control_request(
+                target.decode("latin-1") if target is not None else None, body
+            )
+            operation_name = operation.name
+            region = region_of(scope, self._default_region)
+            result = await self._control.call(operation.name, params, region)
+            status, headers, payload = render_control_response(operation, result, request_id)
+        except BodyTooLarge as exc:
+            error: SageportError = SerializationException(
+                f"The request body has {exc.size} bytes; the control plane accepts at most "
+                f"{MAX_CONTROL_BODY}."
+            )
+            status, headers, payload = render_control_plane_error(error, request_id)
+        except SageportError as exc:
+            status, headers, payload = render_control_plane_error(exc, request_id)
+        except Exception:
+            logger.exception("Request %s (%s) failed", request_id, operation_name)
+            internal = ControlPlaneInternalError(
+                f"Sageport failed to process the request; its log has the details "
+                f"under request id {request_id}."
+            )
+            status, headers, payload = render_control_plane_error(internal, request_id)
+        await send_response(send, status, headers, payload)

@@ -1,0 +1,113 @@
+"""The runtime's REST-JSON bindings: members carried in the URI and in headers.
+
+The runtime model binds most invocation members to HTTP headers
+(``location: header`` with a ``locationName``) and the endpoint name to the
+``{EndpointName}`` URI label. These helpers read and write those bindings from
+the model, so header names are never spelled out per operation.
+
+Callers pass header values decoded as ISO-8859-1, the ASGI convention, which
+keeps every byte. A client that sends UTF-8 therefore shows up as characters
+above U+007F, which the model's ``\\p{ASCII}`` patterns reject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from sageport.errors import ValidationError
+from sageport.protocol.errors import Headers
+from sageport.protocol.models import runtime_model
+from sageport.protocol.validation import member_path, validate
+
+_TRUE_FALSE = {"true": True, "false": False}
+
+
+def validate_invoke_headers(
+    operation_name: str, name: str, headers: Mapping[str, str]
+) -> dict[str, Any]:
+    """Map the URI label and request headers of a runtime operation to its input members.
+
+    ``name`` is the decoded ``{EndpointName}`` path segment. Returns members by
+    their model names (``EndpointName``, ``ContentType``, ``CustomAttributes``,
+    ...), leaving out absent headers and the body payload. Raises
+    ValidationError for a value that is missing, of the wrong type or breaks a
+    model constraint.
+    """
+    input_shape = runtime_model().operation_model(operation_name).input_shape
+    lowered = {key.lower(): value for key, value in headers.items()}
+
+    params: dict[str, Any] = {}
+    for member_name, member_shape in input_shape.members.items():
+        location = member_shape.serialization.get("location")
+        if location == "uri":
+            params[member_name] = name
+        elif location == "header":
+            raw = lowered.get(member_shape.serialization["name"].lower())
+            if raw is not None:
+                params[member_name] = _header_value(member_name, member_shape, raw)
+
+    payload = input_shape.serialization.get("payload")
+    ignored = (payload,) if payload else ()
+    validate(
+        input_shape,
+        params,
+        error=ValidationError,
+        type_error=ValidationError,
+        ignore_members=ignored,
+    )
+    return params
+
+
+def render_invoke_headers(operation_name: str, result: Mapping[str, Any]) -> Headers:
+    """Render the header-bound output members of a runtime operation as raw headers.
+
+    Members that are absent or ``None`` are left out. The model constrains
+    these values to ``\\p{ASCII}``, so any other character is sent as ``?``.
+    """
+    output_shape = runtime_model().operation_model(operation_name).output_shape
+    headers: Headers = []
+
+    for member_name, member_shape in output_shape.members.items():
+        value = result.get(member_name)
+        if value is None or member_shape.serialization.get("location") != "header":
+            continue
+        header_name = member_shape.serialization["name"].lower()
+        headers.append(
+            (header_name.encode("ascii"), _format_header(value).encode("ascii", "replace"))
+        )
+    return headers
+
+
+def _header_value(member_name: str, shape: Any, raw: str) -> Any:
+    type_name = shape.type_name
+    if type_name in ("integer", "long"):
+        return _parse_header(member_name, shape, raw, int, "an integer")
+    if type_name in ("float", "double"):
+        return _parse_header(member_name, shape, raw, float, "a number")
+    if type_name == "boolean":
+        if raw.strip().lower() not in _TRUE_FALSE:
+            _raise_bad_header(member_name, shape, raw, "true or false")
+        return _TRUE_FALSE[raw.strip().lower()]
+    return raw
+
+
+def _parse_header(member_name: str, shape: Any, raw: str, convert: Any, expected: str) -> Any:
+    try:
+        return convert(raw.strip())
+    except ValueError:
+        _raise_bad_header(member_name, shape, raw, expected)
+
+
+def _raise_bad_header(member_name: str, shape: Any, raw: str, expected: str) -> NoReturn:
+    header = shape.serialization["name"]
+    raise ValidationError(
+        f"Invalid value {raw!r} at '{member_path('', member_name)}': "
+        f"header {header} must be {expected}."
+    )
+
+
+def _format_header(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

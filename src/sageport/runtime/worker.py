@@ -1,0 +1,230 @@
+"""A worker process: load the model once, then serve connections one at a time.
+
+The supervisor forks each worker with the bound socket, a pipe to report
+readiness (``R``) or a start-up failure (``F`` and a one-line reason), and
+a shared slot where the worker stores the ``time.monotonic()`` start of the
+model call in progress (0.0 when idle) so the supervisor can kill it past the
+model server timeout.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from types import FrameType
+
+from sageport.runtime.config import RuntimeConfig
+from sageport.runtime.errors import InvocationError, StartupError, describe_exception
+from sageport.runtime.loader import load_user_handlers
+from sageport.runtime.pipeline import InferencePipeline
+from sageport.runtime.process import EXIT_ERROR, EXIT_MODEL_FAILURE, EXIT_OK, die_with_parent
+from sageport.runtime.protocol import (
+    Request,
+    Response,
+    ServingState,
+    StopServing,
+    serve_connection,
+)
+
+logger = logging.getLogger("sageport.runtime")
+
+_PLAIN_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_LATENCY_HEADER = "X-Sageport-Model-Latency-Us"
+_CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+# accept() errors that concern one connection or a passing resource shortage.
+_RETRYABLE_ACCEPT_ERRORS = frozenset(
+    {errno.ECONNABORTED, errno.EPROTO, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+)
+
+
+class WorkerSetup:
+    """What the supervisor hands to a worker at fork time."""
+
+    __slots__ = ("busy_since", "config", "index", "listener", "master_pid", "ready_fd", "start_fd")
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        index: int,
+        listener: socket.socket,
+        busy_since: memoryview[float],
+        ready_fd: int,
+        start_fd: int | None,
+        master_pid: int,
+    ) -> None:
+        self.config = config
+        self.index = index
+        self.listener = listener
+        # Shared doubles, one per worker, indexed by ``index``.
+        self.busy_since = busy_since
+        self.ready_fd = ready_fd
+        # Reaches end-of-file once the supervisor listens; None when it already does.
+        self.start_fd = start_fd
+        self.master_pid = master_pid
+
+
+def run_worker(setup: WorkerSetup) -> int:
+    """Load the model, report readiness and serve until told to stop; return the exit status."""
+    if not die_with_parent(setup.master_pid):
+        return EXIT_ERROR
+
+    pipeline = _load(setup)
+    if pipeline is None:
+        return EXIT_MODEL_FAILURE
+
+    state = ServingState()
+    _install_stop_handlers(state)
+    os.write(setup.ready_fd, b"R")
+    os.close(setup.ready_fd)
+    try:
+        state.idle = True
+        if setup.start_fd is not None:
+            os.read(setup.start_fd, 1)
+            os.close(setup.start_fd)
+        state.idle = False
+        _serve_forever(setup, InvocationServer(setup, pipeline), state)
+    except StopServing:
+        pass
+    logger.info("Worker %d stopped", os.getpid())
+    return EXIT_OK
+
+
+def _load(setup: WorkerSetup) -> InferencePipeline | None:
+    config = setup.config
+    started = time.monotonic()
+    try:
+        handlers = load_user_handlers(config.code_dir, config.program)
+        pipeline = InferencePipeline.load(handlers, config.model_dir, config.default_accept)
+    except StartupError as exc:
+        logger.error("Worker %d failed to load the model: %s", os.getpid(), exc)
+        if exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        os.write(setup.ready_fd, b"F" + str(exc).encode()[:3000])
+        return None
+
+    elapsed_ms = (time.monotonic() - started) * 1000
+    logger.info("Worker %d loaded the model in %d ms", os.getpid(), elapsed_ms)
+    return pipeline
+
+
+def _install_stop_handlers(state: ServingState) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        state.stopping = True
+        if state.idle:
+            raise StopServing
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _serve_forever(setup: WorkerSetup, server: InvocationServer, state: ServingState) -> None:
+    listener = setup.listener
+    is_tcp = listener.family != socket.AF_UNIX
+    max_body_bytes = setup.config.max_payload_bytes
+    while not state.stopping:
+        state.idle = True
+        try:
+            conn, _ = listener.accept()
+        except OSError as exc:
+            if exc.errno not in _RETRYABLE_ACCEPT_ERRORS:
+                raise
+            logger.warning("Accepting a connection failed: %s", exc)
+            time.sleep(0.1)
+            continue
+        finally:
+            state.idle = False
+
+        with conn:
+            if is_tcp:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                serve_connection(conn, server.dispatch, state, max_body_bytes)
+            except (ConnectionError, TimeoutError) as exc:
+                logger.debug("Connection ended early: %s", exc)
+
+
+class InvocationServer:
+    """Routes requests to ``/ping`` and ``/invocations`` and shapes the responses."""
+
+    def __init__(self, setup: WorkerSetup, pipeline: InferencePipeline) -> None:
+        self.pipeline = pipeline
+        self.busy_since = setup.busy_since
+        self.index = setup.index
+
+    def dispatch(self, request: Request) -> Response:
+        """Return the response to one request."""
+        path = request.path
+        if path == "/invocations":
+            if request.method != "POST":
+                return _method_not_allowed(request, "POST")
+            if request.too_large:
+                return _error(413, "the request body is larger than SAGEMAKER_MAX_PAYLOAD_IN_MB")
+            return self.invoke(request)
+        if path == "/ping":
+            if request.method != "GET":
+                return _method_not_allowed(request, "GET")
+            return Response(200)
+        return _error(404, f"{path} not found: the runtime serves GET /ping and POST /invocations")
+
+    def invoke(self, request: Request) -> Response:
+        """Run the model on one request and time it."""
+        headers = request.headers
+        context = self.pipeline.new_context(headers)
+
+        started = time.perf_counter_ns()
+        self.busy_since[self.index] = time.monotonic()
+        try:
+            payload, content_type = self.pipeline.invoke(
+                request.body, headers.get("content-type"), headers.get("accept"), context
+            )
+            response = Response(200, payload, [("Content-Type", content_type)])
+        except Exception as exc:  # noqa: BLE001 - every handler error becomes a response
+            response = _handler_error(exc)
+        finally:
+            self.busy_since[self.index] = 0.0
+        latency_us = (time.perf_counter_ns() - started) // 1000
+
+        response.headers.append((_LATENCY_HEADER, str(latency_us)))
+        if context is not None:
+            if context.response_custom_attributes is not None:
+                response.headers.append(
+                    (_CUSTOM_ATTRIBUTES_HEADER, context.response_custom_attributes)
+                )
+            response.headers.extend(context.response_headers.items())
+        return response
+
+
+def _handler_error(exc: Exception) -> Response:
+    """Map an exception from the handlers or codecs to a status and a text body."""
+    if isinstance(exc, InvocationError):
+        status, message = exc.status_code, str(exc)
+    else:
+        status_code = getattr(exc, "status_code", None)
+        if type(status_code) is int and 400 <= status_code <= 599:
+            status, message = status_code, str(exc) or type(exc).__name__
+        else:
+            # The toolkit sends the traceback too; callers see it as ModelError's OriginalMessage.
+            trace = "".join(traceback.format_exception(exc))
+            status, message = 500, f"{describe_exception(exc)}\n\n{trace}"
+
+    if status >= 500:
+        logger.error("Invocation failed with status %d", status, exc_info=exc)
+    else:
+        logger.warning("Invocation failed with status %d: %s", status, describe_exception(exc))
+    return _error(status, message)
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(status, message.encode(errors="replace"), [_PLAIN_TEXT])
+
+
+def _method_not_allowed(request: Request, allowed: str) -> Response:
+    response = _error(405, f"{request.method} {request.path} is not allowed; use {allowed}")
+    response.headers.append(("Allow", allowed))
+    return response

@@ -1,0 +1,1 @@
+"""Per-endpoint logs and metrics."""

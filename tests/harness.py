@@ -1,0 +1,203 @@
+"""A real ``sageport serve`` on a free loopback port, and real clients pointed at it.
+
+Clients get their endpoint the way users set it, through AWS_ENDPOINT_URL, with
+throwaway keys and no AWS config files, so nothing ever reaches AWS or an
+instance metadata address.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER_START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def client_environment(url: str) -> dict[str, str]:
+    """Environment for boto3 and the AWS CLI: our URL, fake keys, no AWS files."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AWS_") and key != "SAGEPORT_DATA_DIR"
+    }
+    environment.update(
+        AWS_ENDPOINT_URL=url,
+        AWS_ACCESS_KEY_ID="AKIDSAGEPORTTEST",
+        AWS_SECRET_ACCESS_KEY="sageport-test-secret",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_RETRY_MODE="standard",
+        AWS_MAX_ATTEMPTS="1",
+    )
+    return environment
+
+
+@dataclass
+class Server:
+    """A ``sageport serve`` child process and the directory it keeps its data in."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log_path = self.data_dir.parent / f"server-{self.port}-{time.time_ns()}.log"
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sageport",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--log-level",
+                "debug",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=client_environment(self.url),
+        )
+        log.close()
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sageport serve exited early:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"sageport serve did not answer within {SERVER_START_TIMEOUT} s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def client(self, service: str, **config: Any) -> Any:
+        environment = client_environment(self.url)
+        return boto3.session.Session(
+            aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        ).client(
+            service,
+            endpoint_url=self.url,
+            config=Config(retries={"total_max_attempts": 1}, **config),
+        )
+
+    def aws(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run the real AWS CLI from the project's environment."""
+        aws = Path(sys.executable).parent / "aws"
+        return subprocess.run(
+            [str(aws), *args],
+            env=client_environment(self.url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=check,
+        )
+
+    def sageport(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sageport", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+
+def write_model(directory: Path, inference_py: str, files: dict[str, bytes] | None = None) -> Path:
+    """Package ``code/inference.py`` (and extra files) as ``model.tar.gz``; return its path."""
+    source = directory / "source"
+    (source / "code").mkdir(parents=True, exist_ok=True)
+    (source / "code" / "inference.py").write_text(inference_py)
+    for name, content in (files or {}).items():
+        (source / name).write_bytes(content)
+    archive = directory / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(source.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(source)), recursive=False)
+    return archive
+
+
+def deploy(
+    server: Server,
+    name: str,
+    model_data: str,
+    *,
+    environment: dict[str, str] | None = None,
+    instance_count: int = 1,
+    wait: bool = True,
+) -> dict[str, Any]:
+    """Create model, endpoint config and endpoint with boto3; wait for InService if asked."""
+    sagemaker = server.client("sagemaker")
+    container: dict[str, Any] = {"Image": "sageport/sklearn", "ModelDataUrl": model_data}
+    if environment:
+        container["Environment"] = environment
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer=container,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sageport",
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": instance_count,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if wait:
+        return wait_for_status(server, name, {"InService", "Failed"})
+    return dict(sagemaker.describe_endpoint(EndpointName=name))
+
+
+def wait_for_status(
+    server: Server, name: str, statuses: set[str], timeout: float = 60
+) -> dict[str, Any]:
+    sagemaker = server.client("sagemaker")
+    deadline = time.monotonic() + timeout
+    while True:
+        description = dict(sagemaker.describe_endpoint(EndpointName=name))
+        if description["EndpointStatus"] in statuses or time.monotonic() > deadline:
+            return description
+        time.sleep(0.05)

@@ -1,0 +1,105 @@
+"""Restarts: SIGTERM stops cleanly, and a server killed with SIGKILL comes back whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.harness import Server, deploy, wait_for_status, write_model
+
+ECHO_MODEL = """
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, data, content_type, accept):
+    return b"echo:" + data, "text/plain"
+"""
+
+
+def instance_pids(server: Server) -> list[int]:
+    assert server.process is not None
+    parent = psutil.Process(server.process.pid)
+    return [
+        child.pid for child in parent.children() if "sageport.runtime" in " ".join(child.cmdline())
+    ]
+
+
+def wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [
+            pid
+            for pid in alive
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
+        time.sleep(0.05)
+    return alive
+
+
+def invoke_echo(server: Server, name: str) -> bytes:
+    runtime = server.client("sagemaker-runtime")
+    body: bytes = runtime.invoke_endpoint(EndpointName=name, Body=b"hi", ContentType="text/plain")[
+        "Body"
+    ].read()
+    return body
+
+
+def test_sigterm_stops_instances_and_exits_zero(fresh_server: Server, tmp_path: Path) -> None:
+    deploy(fresh_server, "graceful", str(write_model(tmp_path, ECHO_MODEL)))
+    pids = instance_pids(fresh_server)
+
+    code = fresh_server.stop(signal.SIGTERM)
+
+    assert code == 0
+    assert len(pids) == 1
+    assert wait_gone(pids) == []
+
+
+def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: Path) -> None:
+    archive = write_model(tmp_path, ECHO_MODEL)
+    deploy(fresh_server, "survivor", str(archive), instance_count=2)
+    deploy(fresh_server, "broken", f"file://{tmp_path}/missing.tar.gz")
+    old_pids = instance_pids(fresh_server)
+
+    fresh_server.stop(signal.SIGKILL)
+    orphans = wait_gone(old_pids)
+    fresh_server.start()
+    restored = wait_for_status(fresh_server, "survivor", {"InService", "Failed"})
+    answer = invoke_echo(fresh_server, "survivor")
+    broken = fresh_server.client("sagemaker").describe_endpoint(EndpointName="broken")
+
+    assert len(old_pids) == 2
+    assert orphans == []
+    assert restored["EndpointStatus"] == "InService"
+    assert answer == b"echo:hi"
+    assert broken["EndpointStatus"] == "Failed"
+    assert len(instance_pids(fresh_server)) == 2
+    assert not set(instance_pids(fresh_server)) & set(old_pids)
+
+
+def test_store_survives_restart(fresh_server: Server) -> None:
+    sagemaker = fresh_server.client("sagemaker")
+    sagemaker.create_model(
+        ModelName="kept",
+        PrimaryContainer={
+            "Image": "x",
+            "ModelDataUrl": "file:///models/kept.tar.gz",
+            "Environment": {"A": "1"},
+        },
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sageport",
+    )
+    before = sagemaker.describe_model(ModelName="kept")
+
+    fresh_server.stop(signal.SIGKILL)
+    fresh_server.start()
+    after = fresh_server.client("sagemaker").describe_model(ModelName="kept")
+
+    del before["ResponseMetadata"], after["ResponseMetadata"]
+    assert json.dumps(after, default=str) == json.dumps(before, default=str)
+    assert os.path.exists(fresh_server.data_dir / "sageport.db")

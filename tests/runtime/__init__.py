@@ -1,0 +1,1 @@
+"""Tests of the built-in runtime that runs inside instances."""
