@@ -47,8 +47,6 @@ def client_environment(url: str) -> dict[str, str]:
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",
-        AWS_RETRY_MODE="standard",
-        AWS_MAX_ATTEMPTS="1",
     )
     return environment
 

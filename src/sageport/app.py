@@ -17,6 +17,7 @@ from sageport.control.plane import ControlPlane
 from sageport.dataplane.routing import RoutingTable
 from sageport.protocol.asgi import Receive, Scope, Send, header, send_response
 from sageport.protocol.control_api import ControlPlaneAPI
+from sageport.protocol.models import control_plane_model, runtime_model
 from sageport.protocol.runtime_api import PREFIX, RuntimeAPI
 from sageport.reconcile import Reconciler
 from sageport.store import Store
@@ -60,6 +61,10 @@ class Application:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Loading botocore's service models takes about a second; do it
+                # now rather than in the first request.
+                control_plane_model()
+                runtime_model()
                 await self.reconciler.recover()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

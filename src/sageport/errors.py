@@ -76,11 +76,11 @@ class ControlPlaneInternalError(ControlPlaneError):
 # Runtime (service "sagemaker-runtime", REST-JSON).
 
 
-class RuntimeError_(SageportError):
-    """An error of the runtime API. The trailing underscore avoids the builtin."""
+class RuntimeAPIError(SageportError):
+    """An error of the runtime API."""
 
 
-class ValidationError(RuntimeError_):
+class ValidationError(RuntimeAPIError):
     """Bad input to an invocation, or an endpoint that cannot be invoked."""
 
     code = "ValidationError"
@@ -97,7 +97,7 @@ class PayloadTooLarge(ValidationError):
     status = 413
 
 
-class ModelError(RuntimeError_):
+class ModelError(RuntimeAPIError):
     """The model answered with a non-2xx status, timed out or went away.
 
     Status 424 is deliberate: botocore retries 5xx and 429, and an invocation
@@ -108,17 +108,17 @@ class ModelError(RuntimeError_):
     status = 424
 
 
-class ModelNotReadyException(RuntimeError_):
+class ModelNotReadyException(RuntimeAPIError):
     code = "ModelNotReadyException"
     status = 429
 
 
-class InternalFailure(RuntimeError_):
+class InternalFailure(RuntimeAPIError):
     code = "InternalFailure"
     status = 500
 
 
-class ServiceUnavailable(RuntimeError_):
+class ServiceUnavailable(RuntimeAPIError):
     """The endpoint exists but cannot serve yet; botocore retries this."""
 
     code = "ServiceUnavailable"

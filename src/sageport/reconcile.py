@@ -19,6 +19,7 @@ import logging
 import shutil
 import tempfile
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,11 +160,11 @@ class Reconciler:
         try:
             variants = await self._start_variants(record, fleet)
         except (ArtifactError, InstanceStartError) as exc:
-            logger.warning("Endpoint %s failed: %s", record.name, exc)
-            await self._stop_fleet(key)
-            self._routing.remove(record.name)
-            set_status(record, "Failed", str(exc))
-            self._store.update(record)
+            await self._fail(record, str(exc))
+            return
+        except Exception as exc:
+            logger.exception("Deploying endpoint %s failed unexpectedly", record.name)
+            await self._fail(record, f"Sageport failed to deploy the endpoint: {exc!r}")
             return
 
         region = record.spec.get("Region", self._settings.region)
@@ -182,6 +183,12 @@ class Reconciler:
         set_status(record, "InService")
         self._store.update(record)
         logger.info("Endpoint %s is InService", record.name)
+
+    async def _fail(self, record: Record, reason: str) -> None:
+        logger.warning("Endpoint %s failed: %s", record.name, reason)
+        await self._stop_fleet(record.name.lower())
+        set_status(record, "Failed", reason)
+        self._store.update(record)
 
     async def _start_variants(self, record: Record, fleet: Fleet) -> list[VariantRoute]:
         config = record.spec["EndpointConfig"]
@@ -302,6 +309,21 @@ class Reconciler:
             logger.info("Stopped instance %s", instance.spec.instance_id)
         if instance.route not in _routed(self._routing):
             await instance.route.close()
+
+
+async def _all_or_none(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    """Run coroutines together; on the first failure cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        exception = task.exception()
+        if exception is not None:
+            raise exception
 
 
 def _routed(routing: RoutingTable) -> list[InstanceRoute]:

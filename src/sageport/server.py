@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -30,4 +34,28 @@ def run(settings: Settings, log_level: str = "info") -> None:
         timeout_graceful_shutdown=30,
     )
     logger.info("Data directory: %s", settings.data_dir)
-    uvicorn.Server(server_config).run()
+    _Server(server_config).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the stop signal after shutdown.
+
+    uvicorn re-raises SIGINT or SIGTERM once it has shut down, so the process
+    would die of the signal. A clean stop here exits 0, as a supervisor (and
+    the ``serve`` contract) expects.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -66,7 +66,7 @@ MODEL_MEMBERS: list[Member] = [
 
 
 def file_tree(root: Path) -> dict[str, str]:
-    """Map each file under ``root`` (relative, POSIX) to its text; directories map to ''."""
+    """Map each path under ``root`` (relative, POSIX) to its file's text, or '' for a directory."""
     tree = {}
     for path in sorted(root.rglob("*")):
         tree[path.relative_to(root).as_posix()] = "" if path.is_dir() else path.read_text()

@@ -269,6 +269,9 @@ import time
 def model_fn(model_dir):
     time.sleep(3)
     return None
+
+def transform_fn(model, data, content_type, accept):
+    return data, content_type
 """,
     )
     deploy(server, "slow-start", str(archive), wait=False)

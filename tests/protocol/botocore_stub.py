@@ -16,8 +16,8 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
-# Loopback and a port nothing listens on: the handler answers before any
-# connection would be made.
+# Loopback and a port nothing listens on. The handler returns a response
+# before any connection would be made.
 STUB_ENDPOINT_URL = "http://127.0.0.1:9"
 
 
@@ -39,8 +39,10 @@ class StubbedClient:
     requests: list[Any] = field(default_factory=list)
 
 
-def stubbed_client(service: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> StubbedClient:
-    """Return a client for ``service`` that answers every call with one response."""
+def stubbed_client(
+    service: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> StubbedClient:
+    """Return a client for ``service`` that returns one canned response to every call."""
     session = boto3.session.Session(
         aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key="secret",
@@ -62,7 +64,9 @@ def stubbed_client(service: str, status: int, headers: list[tuple[bytes, bytes]]
     return stub
 
 
-def response_metadata(request_id: str, status: int, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+def response_metadata(
+    request_id: str, status: int, headers: list[tuple[bytes, bytes]]
+) -> dict[str, Any]:
     """Return the ``ResponseMetadata`` boto3 builds from a rendered response."""
     return {
         "RequestId": request_id,
@@ -71,4 +75,12 @@ def response_metadata(request_id: str, status: int, headers: list[tuple[bytes, b
         "RetryAttempts": 0,
         # Set on every call because the client allows exactly one attempt.
         "MaxAttemptsReached": True,
+    }
+
+
+def sent_headers(request: Any) -> dict[str, str]:
+    """Return a sent request's headers decoded as ISO-8859-1, as an ASGI server passes them on."""
+    return {
+        name: value.decode("latin-1") if isinstance(value, bytes) else value
+        for name, value in request.headers.items()
     }

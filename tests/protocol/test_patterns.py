@@ -50,21 +50,32 @@ JAVA_SEMANTICS = [
     ("\\A\\S[\\p{Print}]*\\z", "id\t42", False),
     ("\\A\\S[\\p{Print}]*\\z", "id-\u00e9", False),
     # \p{Alnum} is ASCII-only in Java.
-    ("arn:[\\p{Alnum}\\-]+:lambda:[\\p{Alnum}\\-]+:[0-9]{12}:function:.*",
-     "arn:aws:lambda:us-east-1:123456789012:function:f", True),
-    ("arn:[\\p{Alnum}\\-]+:lambda:[\\p{Alnum}\\-]+:[0-9]{12}:function:.*",
-     "arn:\u00e4ws:lambda:us-east-1:123456789012:function:f", False),
+    (
+        "arn:[\\p{Alnum}\\-]+:lambda:[\\p{Alnum}\\-]+:[0-9]{12}:function:.*",
+        "arn:aws:lambda:us-east-1:123456789012:function:f",
+        True,
+    ),
+    (
+        "arn:[\\p{Alnum}\\-]+:lambda:[\\p{Alnum}\\-]+:[0-9]{12}:function:.*",
+        "arn:\u00e4ws:lambda:us-east-1:123456789012:function:f",
+        False,
+    ),
     # Unicode general categories (TagKey).
     ("([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)", "K\u00f6ln 2024", True),
     ("([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)", "semi;colon", False),
     # A quantified $ (CustomerMetadataKey) means a single $.
     ("([\\p{L}\\p{Z}\\p{N}_.:\\/=+\\-@]*)${1,128}", "key", True),
     # \d is ASCII in Java: Arabic-Indic digits are not an account id.
-    ("arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+",
-     "arn:aws:iam::123456789012:role/Admin", True),
-    ("arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+",
-     "arn:aws:iam::\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661\u0662:role/A",
-     False),
+    (
+        "arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+",
+        "arn:aws:iam::123456789012:role/Admin",
+        True,
+    ),
+    (
+        "arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+",
+        "arn:aws:iam::\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661\u0662:role/A",
+        False,
+    ),
     # . excludes every Java line terminator, not only \n.
     ("(?!\\s*$).+", "text", True),
     ("(?!\\s*$).+", "   ", False),
@@ -74,8 +85,11 @@ JAVA_SEMANTICS = [
     ("[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\t]*", "db \U0001f600", True),
     ("[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\t]*", "db\n", False),
     # Lookbehind and \b pass through (ArnOrName, ClusterPrivatePrimaryIp).
-    ("(arn:aws[a-z\\-]*:sagemaker:[a-z0-9\\-]*:[0-9]{12}:[a-z\\-]*\\/)?([a-zA-Z0-9]([a-zA-Z0-9-]){0,62})(?<!-)",
-     "name-", False),
+    (
+        "(arn:aws[a-z\\-]*:sagemaker:[a-z0-9\\-]*:[0-9]{12}:[a-z\\-]*\\/)?([a-zA-Z0-9]([a-zA-Z0-9-]){0,62})(?<!-)",
+        "name-",
+        False,
+    ),
     ("((25[0-5]|(2[0-4]|1\\d|[1-9]|)\\d)\\.?\\b){4}", "10.0.1.255", True),
     ("((25[0-5]|(2[0-4]|1\\d|[1-9]|)\\d)\\.?\\b){4}", "10.0.1.256", False),
 ]
@@ -109,6 +123,8 @@ def test_unsupported_java_syntax_raises(pattern: str) -> None:
 
 
 def test_display_pattern_anchors_like_sagemaker() -> None:
-    assert display_pattern("[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}") == "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+    assert (
+        display_pattern("[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}") == "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+    )
     assert display_pattern("^[a-zA-Z0-9](-*[a-zA-Z0-9])*") == "^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
     assert display_pattern("\\A\\S[\\p{Print}]*\\z") == "\\A\\S[\\p{Print}]*\\z"

@@ -52,7 +52,9 @@ def _reachable_shapes(shape: Any, seen: dict[str, Any]) -> None:
 
 
 ALL_OPERATIONS = [
-    (model, name) for model in (control_plane_model(), runtime_model()) for name in model.operation_names
+    (model, name)
+    for model in (control_plane_model(), runtime_model())
+    for name in model.operation_names
 ]
 
 
@@ -230,14 +232,20 @@ def test_int_accepted_for_float_member() -> None:
 TYPE_ERRORS = [
     pytest.param(
         "CreateEndpointConfig",
-        {"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "v", "InitialInstanceCount": "2"}]},
+        {
+            "EndpointConfigName": "c",
+            "ProductionVariants": [{"VariantName": "v", "InitialInstanceCount": "2"}],
+        },
         "Invalid value at 'productionVariants.1.member.initialInstanceCount': "
         "expected an integer, got a JSON string '2'.",
         id="string-for-integer",
     ),
     pytest.param(
         "CreateEndpointConfig",
-        {"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "v", "InitialInstanceCount": 1.5}]},
+        {
+            "EndpointConfigName": "c",
+            "ProductionVariants": [{"VariantName": "v", "InitialInstanceCount": 1.5}],
+        },
         "Invalid value at 'productionVariants.1.member.initialInstanceCount': "
         "expected an integer, got a JSON number '1.5'.",
         id="float-for-integer",
@@ -270,7 +278,10 @@ TYPE_ERRORS = [
     ),
     pytest.param(
         "CreateEndpointConfig",
-        {"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "v", "InitialVariantWeight": True}]},
+        {
+            "EndpointConfigName": "c",
+            "ProductionVariants": [{"VariantName": "v", "InitialVariantWeight": True}],
+        },
         "Invalid value at 'productionVariants.1.member.initialVariantWeight': "
         "expected a number, got a JSON boolean 'true'.",
         id="boolean-for-float",
@@ -306,7 +317,10 @@ def test_non_object_request_is_type_error() -> None:
     with pytest.raises(SerializationException) as caught:
         validate(_input_shape("ListEndpoints"), ["x"], error=ValidationException)
 
-    assert caught.value.message == "Invalid value at 'request': expected a JSON object, got a JSON array '[x]'."
+    assert (
+        caught.value.message
+        == "Invalid value at 'request': expected a JSON object, got a JSON array '[x]'."
+    )
 
 
 def test_type_error_class_configurable() -> None:
@@ -318,7 +332,10 @@ def test_type_error_class_configurable() -> None:
             type_error=ValidationError,
         )
 
-    assert caught.value.message == "Invalid value at 'maxResults': expected an integer, got a JSON string '5'."
+    assert (
+        caught.value.message
+        == "Invalid value at 'maxResults': expected an integer, got a JSON string '5'."
+    )
 
 
 def test_deep_nesting_rejected() -> None:
@@ -327,7 +344,11 @@ def test_deep_nesting_rejected() -> None:
         expression = {"SubExpressions": [expression]}
 
     with pytest.raises(SerializationException) as caught:
-        validate(_input_shape("Search"), {"Resource": "Endpoint", "SearchExpression": expression}, error=ValidationException)
+        validate(
+            _input_shape("Search"),
+            {"Resource": "Endpoint", "SearchExpression": expression},
+            error=ValidationException,
+        )
 
     assert "nested deeper than 64 levels" in caught.value.message
 
@@ -360,7 +381,9 @@ def test_model_data_url_accepts_local(url: str) -> None:
     validate(_input_shape("CreateModel"), params, error=ValidationException)
 
 
-@pytest.mark.parametrize("url", ["model.tar.gz", "ftp://host/model.tar.gz", "file://host/m.tar.gz", "/"])
+@pytest.mark.parametrize(
+    "url", ["model.tar.gz", "ftp://host/model.tar.gz", "file://host/m.tar.gz", "/"]
+)
 def test_model_data_url_rejects_others(url: str) -> None:
     params = {"ModelName": "m", "PrimaryContainer": {"Image": "img", "ModelDataUrl": url}}
 
@@ -374,7 +397,13 @@ def test_model_data_url_rejects_others(url: str) -> None:
 
 
 def test_model_data_source_accepts_local() -> None:
-    source = {"S3DataSource": {"S3Uri": "/srv/models/", "S3DataType": "S3Prefix", "CompressionType": "None"}}
+    source = {
+        "S3DataSource": {
+            "S3Uri": "/srv/models/",
+            "S3DataType": "S3Prefix",
+            "CompressionType": "None",
+        }
+    }
     params = {"ModelName": "m", "PrimaryContainer": {"Image": "img", "ModelDataSource": source}}
 
     validate(_input_shape("CreateModel"), params, error=ValidationException)
@@ -384,7 +413,9 @@ def test_override_limited_to_hosting_members() -> None:
     shape = control_plane_model().shape_for("ModelPackageContainerDefinition")
 
     with pytest.raises(ValidationException) as caught:
-        validate(shape, {"Image": "img", "ModelDataUrl": "/srv/m.tar.gz"}, error=ValidationException)
+        validate(
+            shape, {"Image": "img", "ModelDataUrl": "/srv/m.tar.gz"}, error=ValidationException
+        )
 
     assert caught.value.message == (
         "1 validation error detected: Value '/srv/m.tar.gz' at 'modelDataUrl' failed to satisfy "

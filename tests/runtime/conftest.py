@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
@@ -127,17 +128,15 @@ StartRuntime = Callable[..., RuntimeProcess]
 
 def kill_if_alive(pid: int) -> None:
     """SIGKILL ``pid`` if it still exists."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
-def write_model(root: Path, source: str, name: str = "inference.py") -> Path:
-    """Write a model directory whose code/ holds ``source``; return the directory."""
+def write_model(root: Path, source: str) -> Path:
+    """Write a model directory whose code/inference.py contains ``source``; return the directory."""
     model_dir = root / "model"
     (model_dir / "code").mkdir(parents=True)
-    (model_dir / "code" / name).write_text(textwrap.dedent(source))
+    (model_dir / "code" / "inference.py").write_text(textwrap.dedent(source))
     return model_dir
 
 

@@ -11,7 +11,6 @@ the endpoint lifecycle is Creating → InService | Failed, then Deleting.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from sageport.control import listing
 from sageport.control.arns import Arns
 from sageport.errors import UnknownOperationException, ValidationException
-from sageport.store import AlreadyExists, Record, Store
+from sageport.store import AlreadyExists, Record, Store, now
 
 logger = logging.getLogger("sageport.control")
 
@@ -78,11 +77,12 @@ class ControlPlane:
         if "PrimaryContainer" in params and "Containers" in params:
             raise ValidationException("Give either PrimaryContainer or Containers, not both.")
 
-        now = time.time()
+        created = now()
         doc = {key: value for key, value in params.items() if key != "Tags"}
-        doc.update(ModelArn=arn, CreationTime=now)
+        doc.update(ModelArn=arn, CreationTime=created)
         self._insert(
-            Record(MODEL, name, now, now, doc), f'Cannot create already existing model "{arn}".'
+            Record(MODEL, name, created, created, doc),
+            f'Cannot create already existing model "{arn}".',
         )
         logger.info("Created model %s", name)
         return {"ModelArn": arn}
@@ -123,11 +123,11 @@ class ControlPlane:
                 )
             self._get(MODEL, model_name, region)
 
-        now = time.time()
+        created = now()
         doc = {key: value for key, value in params.items() if key != "Tags"}
-        doc.update(ProductionVariants=variants, EndpointConfigArn=arn, CreationTime=now)
+        doc.update(ProductionVariants=variants, EndpointConfigArn=arn, CreationTime=created)
         self._insert(
-            Record(ENDPOINT_CONFIG, name, now, now, doc),
+            Record(ENDPOINT_CONFIG, name, created, created, doc),
             f'Cannot create already existing endpoint configuration "{arn}".',
         )
         logger.info("Created endpoint config %s", name)
@@ -165,14 +165,14 @@ class ControlPlane:
             model = self._get(MODEL, variant["ModelName"], region)
             models[variant["ModelName"]] = model.doc
 
-        now = time.time()
+        created = now()
         doc = {
             "EndpointName": name,
             "EndpointArn": arn,
             "EndpointConfigName": config.name,
             "EndpointStatus": "Creating",
-            "CreationTime": now,
-            "LastModifiedTime": now,
+            "CreationTime": created,
+            "LastModifiedTime": created,
         }
         # The snapshot: the endpoint keeps running what it was created from, even
         # if the config or models are deleted afterwards.
@@ -182,7 +182,7 @@ class ControlPlane:
             "Models": models,
             "Region": region,
         }
-        record = Record(ENDPOINT, name, now, now, doc, spec, status="Creating")
+        record = Record(ENDPOINT, name, created, created, doc, spec, status="Creating")
         self._insert(record, f'Cannot create already existing endpoint "{arn}".')
         logger.info("Creating endpoint %s from config %s", name, config.name)
         self._notify(name)
@@ -242,7 +242,7 @@ def set_status(record: Record, status: str, failure_reason: str | None = None) -
     """Change an endpoint's status in its record (the caller stores it)."""
     record.status = status
     record.doc["EndpointStatus"] = status
-    record.doc["LastModifiedTime"] = time.time()
+    record.doc["LastModifiedTime"] = now()
     if failure_reason is None:
         record.doc.pop("FailureReason", None)
     else:

@@ -33,6 +33,10 @@ class BodyTooLarge(Exception):
         self.size = size
 
 
+class ClientDisconnected(Exception):
+    """The client went away before sending the whole body; there is no one to answer."""
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4())
 
@@ -66,7 +70,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientDisconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size <= limit:

@@ -53,7 +53,7 @@ def resolve_operation(target_header: str | None) -> Any:
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object; an empty body is ``{}``."""
+    """Decode a request body that must be a JSON object. An empty body decodes to ``{}``."""
     if not body.strip():
         return {}
 

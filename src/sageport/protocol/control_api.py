@@ -8,6 +8,7 @@ from sageport.control.plane import ControlPlane
 from sageport.errors import ControlPlaneInternalError, SageportError, SerializationException
 from sageport.protocol.asgi import (
     BodyTooLarge,
+    ClientDisconnected,
     Receive,
     Scope,
     Send,
@@ -47,6 +48,8 @@ class ControlPlaneAPI:
             region = region_of(scope, self._default_region)
             result = await self._control.call(operation.name, params, region)
             status, headers, payload = render_control_response(operation, result, request_id)
+        except ClientDisconnected:
+            return
         except BodyTooLarge as exc:
             error: SageportError = SerializationException(
                 f"The request body has {exc.size} bytes; the control plane accepts at most "

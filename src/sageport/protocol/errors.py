@@ -2,8 +2,8 @@
 
 botocore reads errors differently on the two planes, so each has a renderer:
 
-- Control plane (AWS JSON 1.1): the code comes only from ``__type`` in the
-  body; the ``x-amzn-ErrorType`` header is sent for other SDKs.
+- Control plane (AWS JSON 1.1): botocore takes the code only from ``__type``
+  in the body. The ``x-amzn-ErrorType`` header is sent for other SDKs.
 - Runtime (REST-JSON): the code comes from ``x-amzn-ErrorType`` (the text
   before the first ``:``), and modeled members such as ModelError's
   ``OriginalStatusCode`` are read from top-level body keys with exact casing.
@@ -25,7 +25,7 @@ Rendered = tuple[int, Headers, bytes]
 CONTROL_PLANE_CONTENT_TYPE = b"application/x-amz-json-1.1"
 RUNTIME_CONTENT_TYPE = b"application/json"
 
-# SageMaker's runtime suffixes its error codes with the Coral namespace;
+# SageMaker's runtime suffixes its error codes with the Coral namespace, and
 # botocore strips everything from the first colon.
 RUNTIME_ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.sagemaker.runtime/"
 

@@ -14,10 +14,10 @@ compiled. The differences handled, with the model shapes that need them:
 - ``\\d``, ``\\w``, ``\\s`` are ASCII-only in Java but Unicode-aware in Python,
   so every pattern compiles with ``re.ASCII`` (otherwise ``\\d{12}`` would
   accept Arabic-Indic digits in an account id). ``\\b`` then follows ASCII
-  ``\\w`` as it does from JDK 19 on; older JVMs count Unicode letters as word
-  characters, which cannot change a full match of the two patterns that use it
-  (``ClusterPrivatePrimaryIp``, ``ClusterPrivateDnsHostname``) because
-  ``\\b`` there sits between ASCII digits, dots and hyphens.
+  ``\\w``, as it does from JDK 19 on. Older JVMs count Unicode letters as word
+  characters. That cannot change a full match of the two patterns that use
+  ``\\b`` (``ClusterPrivatePrimaryIp``, ``ClusterPrivateDnsHostname``),
+  because there it sits between ASCII digits, dots and hyphens.
 - ``.`` in Java excludes ``\\r``, U+0085, U+2028 and U+2029 as well as ``\\n``.
 - ``$`` in Java also matches before a final ``\\r\\n``, ``\\r``, U+0085,
   U+2028 or U+2029, and Java accepts a quantifier on it
@@ -78,7 +78,7 @@ def translate(pattern: str) -> str:
 
 @functools.cache
 def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a model pattern once; callers match with ``fullmatch``."""
+    """Compile a model pattern once and cache it. Callers match with ``fullmatch``."""
     return re.compile(translate(pattern), re.ASCII)
 
 

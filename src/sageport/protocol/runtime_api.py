@@ -15,6 +15,7 @@ from sageport.dataplane.routing import RoutingTable
 from sageport.errors import InternalFailure, PayloadTooLarge, SageportError, ValidationError
 from sageport.protocol.asgi import (
     BodyTooLarge,
+    ClientDisconnected,
     Headers,
     Receive,
     Scope,
@@ -61,6 +62,8 @@ class RuntimeAPI:
         try:
             status, headers, body = await self._invoke(scope, receive)
             headers.append((b"x-amzn-requestid", request_id.encode()))
+        except ClientDisconnected:
+            return
         except SageportError as exc:
             status, headers, body = render_runtime_error(exc, request_id)
         except Exception:

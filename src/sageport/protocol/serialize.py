@@ -1,10 +1,11 @@
 """Response bodies shaped by botocore output shapes.
 
 ``serialize`` turns what a handler returns into the JSON-ready dict the
-service would send: only members the output shape defines (so internal keys
-never reach a client), no ``None`` values, timestamps as epoch seconds with
-millisecond precision (``1529870369.986``, the form SageMaker returns), floats
-for float and double members, and base64 text for blobs.
+service would send. It keeps only members the output shape defines, so
+internal keys never reach a client, and drops ``None`` values. Timestamps
+become epoch seconds with millisecond precision (``1529870369.986``, the form
+SageMaker returns), float and double members become floats, and blobs become
+base64 text.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def serialize(shape: Any, value: Any) -> Any:
 
 
 def epoch_seconds(value: datetime | float | str) -> float:
-    """Return a timestamp as epoch seconds rounded to milliseconds; naive datetimes are UTC."""
+    """Return a timestamp as epoch seconds rounded to milliseconds. Naive datetimes are UTC."""
     if isinstance(value, datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     elif isinstance(value, int | float) and not isinstance(value, bool):

@@ -38,9 +38,8 @@ from sageport.protocol.patterns import compile_pattern, display_pattern
 MAX_LISTED_VIOLATIONS = 10
 MAX_DISPLAYED_VALUE = 256
 
-# Deeper JSON than this is rejected before the walk can exhaust the stack;
-# the deepest legitimate SageMaker input (nested search expressions) is far
-# shallower.
+# Deeper input is rejected so that the recursive walk cannot exhaust the
+# stack. The limit is Sageport's choice, not a documented SageMaker limit.
 MAX_DEPTH = 64
 
 # Sageport hosts models from local disk as well as S3 and HTTPS, so the model
@@ -50,7 +49,7 @@ LOCAL_MODEL_DATA_PATTERN = "((https|s3)://([^/]+)/?(.*)|file://(localhost)?/.+|/
 
 # Where Sageport deliberately differs from the service model, keyed by
 # (structure shape, member). Each entry replaces constraint keys of the
-# member's shape; everything else is checked exactly as the model says.
+# member's shape. Everything else is checked exactly as the model defines it.
 CONSTRAINT_OVERRIDES: Mapping[tuple[str, str], Mapping[str, Any]] = {
     ("ContainerDefinition", "ModelDataUrl"): {"pattern": LOCAL_MODEL_DATA_PATTERN},
     ("S3ModelDataSource", "S3Uri"): {"pattern": LOCAL_MODEL_DATA_PATTERN},

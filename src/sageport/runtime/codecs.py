@@ -46,7 +46,7 @@ def parse_media_type(value: str | None) -> tuple[str, str | None]:
 
 
 def resolve_accept(accept: str | None, default_accept: str) -> str:
-    """Return the Accept a handler sees: the default when the request has none or ``*/*``."""
+    """Return the Accept that handlers receive: the default when the request has none or ``*/*``."""
     if not accept or accept.strip() == ANY:
         return default_accept
     return accept

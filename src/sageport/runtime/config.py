@@ -1,7 +1,7 @@
 """Command line and environment of the runtime, read once at start-up.
 
-The command line says where the model is and where to listen; the
-environment carries the SageMaker container settings a model's
+The command line sets where the model is and where to listen. The
+environment carries the SageMaker container settings that a model's
 ``Environment`` map can set, with the defaults of the SageMaker inference
 toolkit (v1.10).
 """
@@ -60,12 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sageport.runtime",
         description="Serve a SageMaker model directory over GET /ping and POST /invocations.",
     )
+
     parser.add_argument(
         "--model-dir",
         default=DEFAULT_MODEL_DIR,
         help="the unpacked model data; user code is read from its code/ folder "
         f"(default {DEFAULT_MODEL_DIR})",
     )
+
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--unix-socket", help="listen on this Unix socket path")
     where.add_argument("--port", type=int, help="listen on this TCP port")
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCP address to bind: 127.0.0.1 with --port, else 0.0.0.0 with "
         f"SAGEMAKER_BIND_TO_PORT (default {DEFAULT_PORT})",
     )
+
     parser.add_argument(
         "--failure-file",
         help="write a one-line reason here when the model cannot be loaded",
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="exit when this process exits (Linux: PR_SET_PDEATHSIG)",
     )
+
     # SageMaker starts containers as `docker run IMAGE serve`.
     parser.add_argument("command", nargs="?", choices=["serve"], help=argparse.SUPPRESS)
     return parser
@@ -149,7 +153,8 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _timeout_seconds(environ: Mapping[str, str]) -> float:
-    # The toolkit reads both spellings; the shorter one wins here when both are set.
+    # SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS is accepted as a second spelling, and
+    # SAGEMAKER_MODEL_SERVER_TIMEOUT wins when both are set.
     for name in ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"):
         raw = environ.get(name, "").strip()
         if not raw:

@@ -8,7 +8,7 @@ from typing import Any
 class Context:
     """Request and model details for handlers, shaped like the model server's context.
 
-    Handlers that declare a trailing ``context`` parameter get one. It holds:
+    Handlers that declare a trailing ``context`` parameter get one. It contains:
 
     - ``system_properties``: ``{"model_dir": str, "gpu_id": None, "batch_size": 1}``.
     - ``request_headers``: the request headers with lower-cased names (empty in

@@ -1,9 +1,9 @@
 """Find and import the user's inference module and bind its handler functions.
 
 Handlers are looked up the way SageMaker's inference toolkit (v1.10) looks
-them up: ``model_fn`` is required; ``input_fn``, ``predict_fn`` and
-``output_fn`` fall back to defaults; ``transform_fn`` replaces those three
-and cannot be combined with them. Each handler may take a trailing
+them up. ``model_fn`` is required. ``input_fn``, ``predict_fn`` and
+``output_fn`` fall back to defaults. ``transform_fn`` replaces those three,
+so it cannot be combined with them. Each handler may take a trailing
 ``context`` argument, detected once here from its signature.
 
 This module uses only the standard library, so the supervisor can check

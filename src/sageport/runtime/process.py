@@ -11,10 +11,10 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-# The model cannot be loaded; the failure file says why.
+# The model cannot be loaded, and the failure file contains the reason.
 EXIT_MODEL_FAILURE = 3
 
-# FailureReason in DescribeEndpoint holds at most 1024 characters.
+# FailureReason in DescribeEndpoint is at most 1024 characters long.
 MAX_REASON_CHARS = 1000
 _PR_SET_PDEATHSIG = 1
 

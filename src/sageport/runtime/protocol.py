@@ -150,6 +150,9 @@ def serve_connection(
     buffer = bytearray(RECV_BYTES)
     view = memoryview(buffer)
     while True:
+        # NOTE: a stop signal that lands after recv_into() returns but before
+        # idle is cleared drops the bytes just read, and the client sees the
+        # connection close without a response.
         state.idle = not reader.in_message
         try:
             size = conn.recv_into(buffer)

@@ -228,6 +228,7 @@ class Supervisor:
                 os.close(self._start_w)
                 start_fd = self._start_r
 
+            # Imported only in the child, so the supervisor never loads numpy.
             from sageport.runtime.worker import WorkerSetup, run_worker
 
             assert self.listener is not None

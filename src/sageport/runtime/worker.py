@@ -1,10 +1,10 @@
 """A worker process: load the model once, then serve connections one at a time.
 
-The supervisor forks each worker with the bound socket, a pipe to report
-readiness (``R``) or a start-up failure (``F`` and a one-line reason), and
-a shared slot where the worker stores the ``time.monotonic()`` start of the
-model call in progress (0.0 when idle) so the supervisor can kill it past the
-model server timeout.
+The supervisor forks each worker with the bound socket and a pipe. The
+worker writes ``R`` to the pipe once ready, or ``F`` and a one-line reason
+when the model fails to load. A shared slot receives the
+``time.monotonic()`` start of the model call in progress (0.0 when idle), so
+the supervisor can kill a worker that runs past the model server timeout.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _RETRYABLE_ACCEPT_ERRORS = frozenset(
 
 
 class WorkerSetup:
-    """What the supervisor hands to a worker at fork time."""
+    """Sockets, pipes and settings that the supervisor passes to a worker at fork time."""
 
     __slots__ = ("busy_since", "config", "index", "listener", "master_pid", "ready_fd", "start_fd")
 
@@ -70,7 +70,7 @@ class WorkerSetup:
 
 
 def run_worker(setup: WorkerSetup) -> int:
-    """Load the model, report readiness and serve until told to stop; return the exit status."""
+    """Load the model, report readiness and serve until a stop signal; return the exit status."""
     if not die_with_parent(setup.master_pid):
         return EXIT_ERROR
 

@@ -1,5 +1,5 @@
 """Persistence of the desired state: models, endpoint configs and endpoints."""
 
-from sageport.store.sqlite import AlreadyExists, Record, Store
+from sageport.store.sqlite import AlreadyExists, Record, Store, now
 
-__all__ = ["AlreadyExists", "Record", "Store"]
+__all__ = ["AlreadyExists", "Record", "Store", "now"]

@@ -49,6 +49,16 @@ _MIGRATIONS: dict[int, list[str]] = {
 }
 
 
+def now() -> float:
+    """Return the current time in epoch seconds, rounded to the millisecond.
+
+    Responses carry times with millisecond precision, so stored times are
+    rounded the same way: a time a client read back then compares equal in
+    CreationTimeBefore and CreationTimeAfter filters.
+    """
+    return round(time.time(), 3)
+
+
 class AlreadyExists(Exception):
     """A resource of that kind and name (in any case) is already stored."""
 
@@ -150,7 +160,7 @@ class Store:
 
     def update(self, record: Record) -> None:
         """Write back a changed record and stamp its modified time."""
-        record.modified = time.time()
+        record.modified = now()
         self._db.execute(
             "UPDATE resources SET modified = ?, status = ?, doc = ?, spec = ?"
             " WHERE kind = ? AND name_key = ?",
