@@ -70,8 +70,13 @@ class InstanceSpec:
 
     @property
     def timeout(self) -> float:
+        """Seconds an invocation may take, from the variable the runtime reads too."""
+        raw = self.environment.get(
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+            self.environment.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "60"),
+        )
         try:
-            return max(1.0, float(self.environment.get("SAGEMAKER_MODEL_SERVER_TIMEOUT", "60")))
+            return max(1.0, float(raw))
         except ValueError:
             return 60.0
 
