@@ -1,0 +1,249 @@
+"""Multi-model endpoints: TargetModel loads archives on first use, under a budget."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.harness import Server, deploy, wait_for_status, write_model
+
+# model_fn appends the model's name to LOG, so a test can count loads.
+INFERENCE = """
+import json
+import os
+import time
+
+LOG = {log!r}
+SLEEP = {sleep!r}
+
+
+def model_fn(model_dir):
+    time.sleep(SLEEP)
+    with open(os.path.join(model_dir, "name.txt")) as source:
+        name = source.read()
+    with open(LOG, "a") as log:
+        log.write(name + "\\n")
+    return name
+
+
+def transform_fn(model, input_data, content_type, accept):
+    return json.dumps({{"model": model, "input": json.loads(input_data)}}), "application/json"
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that keeps two models per instance and waits 1 s for a load."""
+    instance = Server(
+        tmp_path_factory.mktemp("server") / "data",
+        extra_args=["--multi-model-max-models", "2", "--multi-model-load-wait", "1"],
+    )
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def make_prefix(root: Path, names: list[str], sleep: float = 0.0) -> tuple[Path, Path]:
+    """Write one archive per name under ``root/models``; return the prefix and the load log."""
+    prefix = root / "models"
+    prefix.mkdir(parents=True)
+    log = root / "loads.log"
+    log.touch()
+    for name in names:
+        source = root / "build" / name
+        source.mkdir(parents=True)
+        code = textwrap.dedent(INFERENCE.format(log=str(log), sleep=sleep))
+        archive = write_model(source, code, {"name.txt": name.encode()})
+        shutil.move(archive, prefix / f"{name}.tar.gz")
+    return prefix, log
+
+
+def deploy_multi_model(server: Server, name: str, prefix: Path) -> None:
+    sagemaker = server.client("sagemaker")
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer={
+            "Image": "sageport/python",
+            "Mode": "MultiModel",
+            "ModelDataUrl": f"file://{prefix}/",
+        },
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sageport",
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    description = wait_for_status(server, name, {"InService", "Failed"})
+    assert description["EndpointStatus"] == "InService", description
+
+
+def invoke(server: Server, endpoint: str, target: str | None, value: int) -> dict[str, Any]:
+    runtime = server.client("sagemaker-runtime")
+    arguments: dict[str, Any] = {
+        "EndpointName": endpoint,
+        "Body": json.dumps(value).encode(),
+        "ContentType": "application/json",
+    }
+    if target is not None:
+        arguments["TargetModel"] = target
+    response = runtime.invoke_endpoint(**arguments)
+    return dict(json.loads(response["Body"].read()))
+
+
+def loads(log: Path) -> list[str]:
+    return log.read_text().split()
+
+
+def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> dict[str, Any]:
+    return dict(excinfo.value.response["Error"])
+
+
+def test_two_models_load_once(server: Server, tmp_path: Path) -> None:
+    prefix, log = make_prefix(tmp_path, ["alpha", "beta"])
+    deploy_multi_model(server, "mme-two", prefix)
+
+    first = invoke(server, "mme-two", "alpha.tar.gz", 1)
+    second = invoke(server, "mme-two", "beta.tar.gz", 2)
+    third = invoke(server, "mme-two", "alpha.tar.gz", 3)
+    fourth = invoke(server, "mme-two", "beta.tar.gz", 4)
+
+    assert first == {"model": "alpha", "input": 1}
+    assert second == {"model": "beta", "input": 2}
+    assert third == {"model": "alpha", "input": 3}
+    assert fourth == {"model": "beta", "input": 4}
+    assert loads(log) == ["alpha", "beta"]
+
+
+def test_least_recent_model_unloaded(server: Server, tmp_path: Path) -> None:
+    prefix, log = make_prefix(tmp_path, ["one", "two", "three"])
+    deploy_multi_model(server, "mme-lru", prefix)
+
+    invoke(server, "mme-lru", "one.tar.gz", 1)
+    invoke(server, "mme-lru", "two.tar.gz", 2)
+    invoke(server, "mme-lru", "three.tar.gz", 3)
+    # "two" and "three" are loaded; "one" was evicted and loads again.
+    again = invoke(server, "mme-lru", "one.tar.gz", 4)
+    # Loading "one" evicted "two", the least recently used; "three" stays.
+    invoke(server, "mme-lru", "three.tar.gz", 5)
+
+    assert again == {"model": "one", "input": 4}
+    assert loads(log) == ["one", "two", "three", "one"]
+
+
+def test_slow_load_not_ready_first(server: Server, tmp_path: Path) -> None:
+    prefix, log = make_prefix(tmp_path, ["slow"], sleep=3.0)
+    deploy_multi_model(server, "mme-slow", prefix)
+
+    with pytest.raises(ClientError) as excinfo:
+        invoke(server, "mme-slow", "slow.tar.gz", 1)
+    error = error_of(excinfo)
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert error["Code"] == "ModelNotReadyException"
+    assert "slow.tar.gz" in error["Message"]
+    assert "still loading" in error["Message"]
+
+    deadline = time.monotonic() + 30
+    result: dict[str, Any] | None = None
+    while result is None and time.monotonic() < deadline:
+        try:
+            result = invoke(server, "mme-slow", "slow.tar.gz", 2)
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "ModelNotReadyException"
+            time.sleep(0.2)
+    assert result == {"model": "slow", "input": 2}
+    assert loads(log) == ["slow"]
+
+
+def test_missing_archive_validation_error(server: Server, tmp_path: Path) -> None:
+    prefix, _ = make_prefix(tmp_path, ["present"])
+    deploy_multi_model(server, "mme-missing", prefix)
+
+    with pytest.raises(ClientError) as excinfo:
+        invoke(server, "mme-missing", "absent.tar.gz", 1)
+    error = error_of(excinfo)
+
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error["Code"] == "ValidationError"
+    assert "Failed to download model data for TargetModel absent.tar.gz" in error["Message"]
+    assert "no such file" in error["Message"]
+
+
+def test_target_model_required_and_checked(server: Server, tmp_path: Path) -> None:
+    prefix, _ = make_prefix(tmp_path, ["only"])
+    deploy_multi_model(server, "mme-checks", prefix)
+
+    with pytest.raises(ClientError) as missing:
+        invoke(server, "mme-checks", None, 1)
+    with pytest.raises(ClientError) as escaping:
+        invoke(server, "mme-checks", "../models/only.tar.gz", 1)
+
+    assert error_of(missing)["Code"] == "ValidationError"
+    assert "name the model archive to invoke with TargetModel" in error_of(missing)["Message"]
+    assert error_of(escaping)["Code"] == "ValidationError"
+    assert "Invalid TargetModel '../models/only.tar.gz'" in error_of(escaping)["Message"]
+
+
+def test_target_model_on_single_model(server: Server, tmp_path: Path) -> None:
+    prefix, _ = make_prefix(tmp_path, ["single"])
+    description = deploy(server, "single-model", str(prefix / "single.tar.gz"))
+    assert description["EndpointStatus"] == "InService", description
+
+    plain = invoke(server, "single-model", None, 7)
+    with pytest.raises(ClientError) as excinfo:
+        invoke(server, "single-model", "single.tar.gz", 7)
+    error = error_of(excinfo)
+
+    assert plain == {"model": "single", "input": 7}
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error["Code"] == "ValidationError"
+    assert error["Message"] == (
+        "Endpoint single-model is not a multi-model endpoint and does not support "
+        "TargetModel. Leave TargetModel out, or deploy a model with Mode MultiModel."
+    )
+
+
+def test_failing_model_fn_model_error(server: Server, tmp_path: Path) -> None:
+    prefix = tmp_path / "models"
+    prefix.mkdir()
+    failing = "def model_fn(model_dir):\n    raise RuntimeError('weights are corrupt')\n"
+    shutil.move(write_model(tmp_path, failing), prefix / "broken.tar.gz")
+    deploy_multi_model(server, "mme-broken", prefix)
+
+    with pytest.raises(ClientError) as excinfo:
+        invoke(server, "mme-broken", "broken.tar.gz", 1)
+    response = excinfo.value.response
+
+    assert response["Error"]["Code"] == "ModelError"
+    assert response["OriginalStatusCode"] == 500
+    assert "RuntimeError: weights are corrupt" in response["OriginalMessage"]
+
+
+def test_streaming_multi_model_rejected(server: Server, tmp_path: Path) -> None:
+    prefix, _ = make_prefix(tmp_path, ["streamed"])
+    deploy_multi_model(server, "mme-stream", prefix)
+    runtime = server.client("sagemaker-runtime")
+
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint_with_response_stream(
+            EndpointName="mme-stream", Body=b"1", ContentType="application/json"
+        )
+    error = error_of(excinfo)
+
+    assert error["Code"] == "ValidationError"
+    assert "InvokeEndpointWithResponseStream cannot name a TargetModel" in error["Message"]
