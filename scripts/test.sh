@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_uv
+ensure_chromium
 "${UV[@]}" sync --frozen
 
 "${UV[@]}" run ruff check .

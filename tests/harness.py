@@ -57,8 +57,16 @@ class Server:
 
     data_dir: Path
     port: int = field(default_factory=free_port)
+    # More `sageport serve` options, e.g. ["--max-queued-requests", "0"].
+    extra_args: list[str] = field(default_factory=list)
+    # More server environment variables, e.g. {"SAGEPORT_ACCESS_KEYS": "..."}.
+    extra_environment: dict[str, str] = field(default_factory=dict)
+    # AWS_* variables that replace the throwaway keys in client() and aws(),
+    # e.g. {"AWS_ACCESS_KEY_ID": ..., "AWS_SECRET_ACCESS_KEY": ...}.
+    client_keys: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def url(self) -> str:
@@ -79,10 +87,11 @@ class Server:
                 str(self.data_dir),
                 "--log-level",
                 "debug",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=client_environment(self.url),
+            env=client_environment(self.url) | self.extra_environment,
         )
         log.close()
         deadline = time.monotonic() + SERVER_START_TIMEOUT
@@ -107,10 +116,20 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def client(self, service: str, **config: Any) -> Any:
-        environment = client_environment(self.url)
+        """Return a boto3 client for this server; plain clients are made once and reused."""
+        if not config:
+            cached = self._clients.get(service)
+            if cached is None:
+                cached = self._clients[service] = self._new_client(service)
+            return cached
+        return self._new_client(service, **config)
+
+    def _new_client(self, service: str, **config: Any) -> Any:
+        environment = client_environment(self.url) | self.client_keys
         return boto3.session.Session(
             aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=environment.get("AWS_SESSION_TOKEN"),
             region_name="us-east-1",
         ).client(
             service,
@@ -123,7 +142,7 @@ class Server:
         aws = Path(sys.executable).parent / "aws"
         return subprocess.run(
             [str(aws), *args],
-            env=client_environment(self.url),
+            env=client_environment(self.url) | self.client_keys,
             capture_output=True,
             text=True,
             timeout=120,

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 
+from sageport.auth.keys import KeyRing
+from sageport.auth.sigv4 import SigV4Verifier
 from sageport.config import Settings
 from sageport.console import Console
+from sageport.console.signin import ConsoleSignIn
 from sageport.control.arns import Arns
 from sageport.control.plane import ControlPlane
+from sageport.dataplane.asynchronous import AsyncInvocations
 from sageport.dataplane.routing import RoutingTable
 from sageport.protocol.asgi import Receive, Scope, Send, header, send_response
 from sageport.protocol.control_api import ControlPlaneAPI
@@ -35,9 +39,18 @@ class Application:
         arns = Arns(settings.account_id)
         self.reconciler = Reconciler(settings, self.store, self.routing, arns)
         self.control = ControlPlane(self.store, arns, self.reconciler.notify)
-        self._control_api = ControlPlaneAPI(self.control, settings.region)
-        self._runtime_api = RuntimeAPI(self.routing, settings.account_id)
-        self._console = Console(self.control, self.routing, settings)
+        self.keys = KeyRing(settings.credentials_path, settings.environment_keys)
+        authenticate = SigV4Verifier(self.keys) if settings.auth_mode == "sigv4" else None
+        self._control_api = ControlPlaneAPI(self.control, settings.region, authenticate)
+        self.async_invocations = AsyncInvocations(self.store, self.routing, settings.account_id)
+        self._runtime_api = RuntimeAPI(
+            self.routing, settings.account_id, authenticate, self.async_invocations
+        )
+        # Console sign-in checks secrets against the same key ring as SigV4.
+        self.console_sign_in = (
+            ConsoleSignIn(self.keys, settings.port) if settings.auth_mode == "sigv4" else None
+        )
+        self._console = Console(self.control, self.routing, settings, self.console_sign_in)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -66,8 +79,13 @@ class Application:
                 control_plane_model()
                 runtime_model()
                 await self.reconciler.recover()
+                self.async_invocations.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                # The async worker stops first: an invocation it abandons goes
+                # back to the queue, but one whose instance stops under it
+                # would be recorded as failed.
+                await self.async_invocations.stop()
                 logger.info("Stopping instances")
                 await self.reconciler.close()
                 self.store.close()

@@ -123,3 +123,58 @@ class ServiceUnavailable(RuntimeAPIError):
 
     code = "ServiceUnavailable"
     status = 503
+
+
+class ModelStreamError(RuntimeAPIError):
+    """The model's response stream broke or timed out after its first byte was sent.
+
+    It travels as an event-stream exception message inside a 200 response, so
+    ``status`` is never sent. The ``ErrorCode`` field is ``StreamBroken`` or
+    ``ModelInvocationTimeExceeded``.
+    """
+
+    code = "ModelStreamError"
+    status = 424
+
+
+class InternalStreamFailure(RuntimeAPIError):
+    """Sageport failed while relaying a response stream; sent in-stream like ModelStreamError."""
+
+    code = "InternalStreamFailure"
+    status = 500
+
+
+# Authentication (both planes). botocore models none of these codes, so boto3
+# raises a plain ClientError carrying the code. Each renderer puts the code
+# where its plane's parser reads it. None of them uses a 5xx or 429 status,
+# which botocore would retry.
+
+
+class AuthenticationError(SageportError):
+    """A request that SigV4 verification rejected."""
+
+
+class MissingAuthenticationToken(AuthenticationError):
+    code = "MissingAuthenticationTokenException"
+    status = 403
+
+
+class IncompleteSignature(AuthenticationError):
+    """An Authorization header or X-Amz-Date that cannot be parsed."""
+
+    code = "IncompleteSignatureException"
+    status = 400
+
+
+class InvalidSignature(AuthenticationError):
+    """A signature that does not verify, or a credential scope or time outside the rules."""
+
+    code = "InvalidSignatureException"
+    status = 400
+
+
+class UnrecognizedClient(AuthenticationError):
+    """A session token that does not belong to the access key that signed the request."""
+
+    code = "UnrecognizedClientException"
+    status = 400

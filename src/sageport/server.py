@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import uvicorn
 
 from sageport.app import Application
 from sageport.config import Settings
+from sageport.protocol.http_limits import guarded_protocol
 
 logger = logging.getLogger("sageport.server")
 
@@ -24,7 +26,7 @@ def run(settings: Settings, log_level: str = "info") -> None:
         app,
         host=settings.host,
         port=settings.port,
-        http="httptools",
+        http=guarded_protocol(settings.request_limits),
         loop="uvloop",
         lifespan="on",
         access_log=False,
@@ -32,9 +34,28 @@ def run(settings: Settings, log_level: str = "info") -> None:
         log_config=None,
         log_level=log_level,
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=5,
+        limit_concurrency=settings.max_connections,
     )
     logger.info("Data directory: %s", settings.data_dir)
-    _Server(server_config).run()
+    logger.info("Authentication: %s", _describe_auth(settings, app))
+    if app.console_sign_in is None:
+        _Server(server_config).run()
+        return
+    app.console_sign_in.publish_token(settings.data_dir, sys.stderr)
+    try:
+        _Server(server_config).run()
+    finally:
+        app.console_sign_in.withdraw_token()
+
+
+def _describe_auth(settings: Settings, app: Application) -> str:
+    if settings.auth_mode == "none":
+        return "none (every request is accepted; listening on loopback only)"
+    return (
+        f"sigv4 ({app.keys.count()} access keys; keys created with 'sageport keys create' "
+        "take effect within a second)"
+    )
 
 
 class _Server(uvicorn.Server):

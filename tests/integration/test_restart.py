@@ -50,6 +50,18 @@ def invoke_echo(server: Server, name: str) -> bytes:
     return body
 
 
+def invoke_when_ready(server: Server, name: str, timeout: float = 30) -> bytes:
+    runtime = server.client("sagemaker-runtime")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return invoke_echo(server, name)
+        except runtime.exceptions.ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_sigterm_stops_instances_and_exits_zero(fresh_server: Server, tmp_path: Path) -> None:
     deploy(fresh_server, "graceful", str(write_model(tmp_path, ECHO_MODEL)))
     pids = instance_pids(fresh_server)
@@ -71,7 +83,9 @@ def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: 
     orphans = wait_gone(old_pids)
     fresh_server.start()
     restored = wait_for_status(fresh_server, "survivor", {"InService", "Failed"})
-    answer = invoke_echo(fresh_server, "survivor")
+    # The endpoint stays InService across the restart; its instances take a
+    # moment to start, and until then callers get a retryable ServiceUnavailable.
+    answer = invoke_when_ready(fresh_server, "survivor")
     broken = fresh_server.client("sagemaker").describe_endpoint(EndpointName="broken")
 
     assert len(old_pids) == 2

@@ -52,6 +52,8 @@ class ControlPlane:
             "DescribeEndpoint": self.describe_endpoint,
             "ListEndpoints": self.list_endpoints,
             "DeleteEndpoint": self.delete_endpoint,
+            "UpdateEndpoint": self.update_endpoint,
+            "UpdateEndpointWeightsAndCapacities": self.update_endpoint_weights_and_capacities,
         }
 
     async def call(self, operation: str, params: dict[str, Any], region: str) -> dict[str, Any]:
@@ -218,7 +220,81 @@ class ControlPlane:
         self._notify(record.name)
         return {}
 
+    async def update_endpoint(self, params: dict[str, Any], region: str) -> dict[str, Any]:
+        record = self._get(ENDPOINT, params["EndpointName"], region)
+        self._check_updatable(record)
+        config = self._get(ENDPOINT_CONFIG, params["EndpointConfigName"], region)
+        models = {}
+        for variant in config.doc["ProductionVariants"]:
+            models[variant["ModelName"]] = self._get(MODEL, variant["ModelName"], region).doc
+
+        config_doc = config.doc
+        if params.get("RetainAllVariantProperties"):
+            config_doc = _retain_variant_properties(config_doc, record.doc)
+        started = now()
+        record.spec["Pending"] = {
+            "DeploymentId": uuid.uuid4().hex[:12],
+            "EndpointConfig": config_doc,
+            "Models": models,
+        }
+        record.doc["PendingDeploymentSummary"] = {
+            "EndpointConfigName": config.name,
+            "StartTime": started,
+            "ProductionVariants": [
+                {
+                    "VariantName": variant["VariantName"],
+                    "DesiredWeight": variant.get("InitialVariantWeight", 1.0),
+                    "DesiredInstanceCount": variant.get("InitialInstanceCount", 1),
+                    "VariantStatus": [{"Status": "Creating", "StartTime": started}],
+                }
+                for variant in config_doc["ProductionVariants"]
+            ],
+        }
+        set_status(record, "Updating", record.doc.get("FailureReason"))
+        self._store.update(record)
+        logger.info("Updating endpoint %s to config %s", record.name, config.name)
+        self._notify(record.name)
+        return {"EndpointArn": record.doc["EndpointArn"]}
+
+    async def update_endpoint_weights_and_capacities(
+        self, params: dict[str, Any], region: str
+    ) -> dict[str, Any]:
+        record = self._get(ENDPOINT, params["EndpointName"], region)
+        self._check_updatable(record)
+        current = {variant["VariantName"]: variant for variant in record.doc["ProductionVariants"]}
+        desired: dict[str, dict[str, Any]] = {}
+        for change in params["DesiredWeightsAndCapacities"]:
+            name = change["VariantName"]
+            if name not in current:
+                raise ValidationException(
+                    f"The variant name(s) [{name}] is/are not present in the endpoint "
+                    f'"{record.doc["EndpointArn"]}". Its variants are: {", ".join(current)}.'
+                )
+            desired[name] = {
+                key: change[key]
+                for key in ("DesiredWeight", "DesiredInstanceCount")
+                if key in change
+            }
+            current[name].update(desired[name])
+
+        record.spec["DesiredWeightsAndCapacities"] = desired
+        set_status(record, "Updating")
+        self._store.update(record)
+        logger.info("Changing weights and capacities of endpoint %s", record.name)
+        self._notify(record.name)
+        return {"EndpointArn": record.doc["EndpointArn"]}
+
     # Shared steps.
+
+    def _check_updatable(self, record: Record) -> None:
+        arn = record.doc["EndpointArn"]
+        if record.status in IN_PROGRESS:
+            raise ValidationException(f'Cannot update in-progress endpoint "{arn}".')
+        if record.status != "InService":
+            raise ValidationException(
+                f'Cannot update endpoint "{arn}" because its status is {record.status}. '
+                "Delete it and create it again."
+            )
 
     def _get(self, kind: str, name: str, region: str) -> Record:
         record = self._store.get(kind, name)
@@ -262,6 +338,22 @@ def _with_variant_defaults(variant: dict[str, Any]) -> dict[str, Any]:
     if "ServerlessConfig" not in variant:
         variant.setdefault("InitialInstanceCount", 1)
     return variant
+
+
+def _retain_variant_properties(config: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any]:
+    """Keep the running weights and instance counts of variants the new config shares."""
+    running = {
+        variant["VariantName"]: variant for variant in endpoint.get("ProductionVariants", [])
+    }
+    variants = []
+    for configured in config["ProductionVariants"]:
+        variant = dict(configured)
+        current = running.get(variant["VariantName"])
+        if current is not None:
+            variant["InitialVariantWeight"] = current["CurrentWeight"]
+            variant["InitialInstanceCount"] = current["CurrentInstanceCount"]
+        variants.append(variant)
+    return {**config, "ProductionVariants": variants}
 
 
 def _check_unique_variants(variants: list[dict[str, Any]]) -> None:

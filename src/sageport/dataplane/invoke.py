@@ -1,8 +1,8 @@
-"""InvokeEndpoint: send a request to an instance and turn what comes back into a result or an error.
+"""InvokeEndpoint: send a request to an instance and turn its response into a result or an error.
 
-Every way the instance can fail becomes an AWS-shaped error: a non-2xx answer
-is ModelError with the original status and message; a timeout or a lost
-connection is ModelError with status 0, as SageMaker reports them. ModelError
+Every way the instance can fail becomes an AWS-shaped error. A non-2xx
+response is ModelError with the original status and message, and a timeout or
+a lost connection is ModelError with status 0, as SageMaker reports them. ModelError
 is HTTP 424, which botocore does not retry, because an invocation is not
 idempotent.
 """
@@ -13,17 +13,15 @@ import logging
 import time
 from dataclasses import dataclass
 
-import aiohttp
-from multidict import CIMultiDictProxy
-
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
+from sageport.dataplane.upstream import UpstreamConnectError, UpstreamDisconnected
 from sageport.errors import ModelError, ServiceUnavailable
 
 logger = logging.getLogger("sageport.dataplane")
 
 # SageMaker names a single-container model's container "primary" in its errors.
 CONTAINER_NAME = "primary"
-# The longest container answer quoted back in a ModelError; the rest is in the logs.
+# The longest container response quoted back in a ModelError; the rest is in the logs.
 MAX_ORIGINAL_MESSAGE = 16 * 1024
 # Sent when the caller gave no Content-Type, so the model sees an honest "unknown bytes".
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -31,7 +29,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 @dataclass
 class InvocationResult:
-    """A successful answer from an instance."""
+    """A successful response from an instance."""
 
     body: bytes
     content_type: str
@@ -51,52 +49,84 @@ async def invoke(
 ) -> InvocationResult:
     """Send one invocation to the least busy healthy instance of the chosen variant."""
     variant = route.pick_variant(target_variant)
-    instance = variant.pick_instance()
-    if instance is None:
-        raise ServiceUnavailable(
-            f"Production variant {variant.name} of endpoint {route.name} has no healthy "
-            "instance right now. Retry shortly."
-        )
-
     headers.setdefault("Content-Type", DEFAULT_CONTENT_TYPE)
+    if variant.multi_model is not None or "X-Amzn-SageMaker-Target-Model" in headers:
+        from sageport.dataplane.multimodel import invoke_model
+
+        return await invoke_model(route, variant, body, headers)
+    forwarded = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
     started = time.perf_counter_ns()
-    instance.in_flight += 1
-    try:
-        status, response_headers, response_body = await _send(instance, variant, body, headers)
-    except TimeoutError:
-        raise _timed_out(route, variant) from None
-    except aiohttp.ClientError as exc:
-        raise _connection_lost(route, instance, exc) from None
-    finally:
-        instance.in_flight -= 1
+    tried: frozenset[str] = frozenset()
+
+    while True:
+        instance = available_instance(route, variant, tried)
+        instance.in_flight += 1
+        try:
+            response = await instance.upstream.post(
+                b"/invocations", forwarded, body, variant.timeout
+            )
+            break
+        except UpstreamConnectError as exc:
+            # Nothing reached the model, so another instance may take the request.
+            mark_unreachable(route, instance, exc)
+            tried |= {instance.instance_id}
+        except TimeoutError:
+            raise timed_out_error(route, variant) from None
+        except UpstreamDisconnected as exc:
+            raise connection_lost_error(route, instance, exc) from None
+        finally:
+            instance.in_flight -= 1
     upstream_us = (time.perf_counter_ns() - started) // 1000
 
-    if not 200 <= status < 300:
-        raise _model_error(route, status, response_body)
-    latency = response_headers.get("X-Sageport-Model-Latency-Us")
+    if not 200 <= response.status < 300:
+        raise model_error(route, response.status, response.body)
+    response_headers = response.headers
+    latency = response_headers.get(b"x-sageport-model-latency-us")
+    custom_attributes = response_headers.get(b"x-amzn-sagemaker-custom-attributes")
+    content_type = response_headers.get(b"content-type")
     return InvocationResult(
-        body=response_body,
-        content_type=response_headers.get("Content-Type", DEFAULT_CONTENT_TYPE),
+        body=response.body,
+        content_type=content_type.decode("latin-1") if content_type else DEFAULT_CONTENT_TYPE,
         variant=variant.name,
-        custom_attributes=response_headers.get("X-Amzn-SageMaker-Custom-Attributes"),
+        custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
         model_latency_us=int(latency) if latency and latency.isdigit() else None,
         upstream_us=upstream_us,
     )
 
 
-async def _send(
-    instance: InstanceRoute, variant: VariantRoute, body: bytes, headers: dict[str, str]
-) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with instance.session.post(
-        "http://instance/invocations",
-        data=body,
-        headers=headers,
-        timeout=aiohttp.ClientTimeout(total=variant.timeout),
-    ) as response:
-        return response.status, response.headers, await response.read()
+def available_instance(
+    route: EndpointRoute, variant: VariantRoute, tried: frozenset[str]
+) -> InstanceRoute:
+    instance = variant.pick_instance(tried)
+    if instance is None:
+        raise ServiceUnavailable(
+            f"Production variant {variant.name} of endpoint {route.name} has no healthy "
+            "instance right now. Retry shortly."
+        )
+    if instance.in_flight >= instance.capacity:
+        raise ServiceUnavailable(
+            f"Production variant {variant.name} of endpoint {route.name} is at capacity: every "
+            f"instance has {instance.capacity} requests in flight or queued. Retry shortly, "
+            "or add instances."
+        )
+    return instance
 
 
-def _model_error(route: EndpointRoute, status: int, body: bytes) -> ModelError:
+def mark_unreachable(route: EndpointRoute, instance: InstanceRoute, exc: Exception) -> None:
+    # The supervisor sees the process exit and restarts it; until then no
+    # request should be sent there.
+    instance.healthy = False
+    logger.warning(
+        "Instance %s of endpoint %s refused a connection (%s); routing around it",
+        instance.instance_id,
+        route.name,
+        exc,
+    )
+
+
+def model_error(route: EndpointRoute, status: int, body: bytes) -> ModelError:
     text = body[:MAX_ORIGINAL_MESSAGE].decode("utf-8", errors="replace")
     kind = "client" if status < 500 else "server"
     return ModelError(
@@ -109,7 +139,7 @@ def _model_error(route: EndpointRoute, status: int, body: bytes) -> ModelError:
     )
 
 
-def _timed_out(route: EndpointRoute, variant: VariantRoute) -> ModelError:
+def timed_out_error(route: EndpointRoute, variant: VariantRoute) -> ModelError:
     logger.warning(
         "Invocation of endpoint %s, variant %s timed out after %g s",
         route.name,
@@ -130,8 +160,8 @@ def _timed_out(route: EndpointRoute, variant: VariantRoute) -> ModelError:
     )
 
 
-def _connection_lost(
-    route: EndpointRoute, instance: InstanceRoute, exc: aiohttp.ClientError
+def connection_lost_error(
+    route: EndpointRoute, instance: InstanceRoute, exc: Exception
 ) -> ModelError:
     logger.warning(
         "Lost the connection to instance %s of endpoint %s: %s",

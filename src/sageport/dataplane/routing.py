@@ -9,29 +9,69 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 
+from sageport.dataplane.upstream import (
+    UpstreamConnectError,
+    UpstreamDisconnected,
+    UpstreamPool,
+)
 from sageport.errors import ServiceUnavailable, ValidationError
+
+if TYPE_CHECKING:
+    from sageport.dataplane.multimodel import MultiModelVariant
+
+# A Unix socket connect either succeeds at once or fails; this only guards
+# against an instance too wedged to accept.
+CONNECT_TIMEOUT = 5.0
+
+
+# SageMaker's health check gives a container 2 seconds to answer /ping.
+PING_TIMEOUT = 2.0
 
 
 class InstanceRoute:
     """One instance as the data plane sees it: a connection pool and a load count."""
 
-    def __init__(self, instance_id: str, socket_path: str, workers: int) -> None:
+    def __init__(self, instance_id: str, address: str, workers: int, max_queued: int = 100) -> None:
+        """``address`` is a Unix socket path, or ``host:port`` for TCP."""
         self.instance_id = instance_id
-        self.socket_path = socket_path
+        self.address = address
+        self.workers = workers
         self.in_flight = 0
         self.healthy = True
+        # Requests in flight past this wait too long to be worth queueing:
+        # callers get a retryable error at once instead (back-pressure).
+        self.capacity = workers + max_queued
         # One connection per runtime worker: a worker serves one connection at a
         # time, so more connections would only wait in its accept queue, and
         # requests past ``workers`` queue here, where they can be counted.
-        connector = aiohttp.UnixConnector(path=socket_path, limit=workers, force_close=False)
+        connector: aiohttp.BaseConnector
+        if address.startswith("/"):
+            connector = aiohttp.UnixConnector(path=address, limit=workers)
+            self.base_url = "http://instance"
+        else:
+            connector = aiohttp.TCPConnector(limit=workers)
+            self.base_url = f"http://{address}"
+        self.invocations_url = f"{self.base_url}/invocations"
+        # Invocations go through the lean pool; streams and pings through aiohttp.
+        self.upstream = UpstreamPool(address, workers)
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
         )
 
+    async def ping(self) -> bool:
+        """Return whether the instance answers ``GET /ping`` with 200 in time."""
+        try:
+            response = await self.upstream.get(b"/ping", PING_TIMEOUT)
+        except (UpstreamConnectError, UpstreamDisconnected, TimeoutError):
+            return False
+        return response.status == 200
+
     async def close(self) -> None:
+        await self.upstream.close()
         await self.session.close()
 
 
@@ -43,12 +83,25 @@ class VariantRoute:
     weight: float
     instances: list[InstanceRoute]
     timeout: float
+    client_timeout: aiohttp.ClientTimeout = field(init=False, repr=False)
+    # Set for a model with Mode MultiModel: its archives and loaded models.
+    multi_model: MultiModelVariant | None = field(default=None, repr=False)
 
-    def pick_instance(self) -> InstanceRoute | None:
+    def __post_init__(self) -> None:
+        # The deadline covers the model's work, from the request being sent to
+        # the response, not the time a request waits for a free worker: that
+        # wait is bounded by each instance's capacity instead.
+        self.client_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=self.timeout
+        )
+
+    def pick_instance(self, exclude: frozenset[str] = frozenset()) -> InstanceRoute | None:
         """Return the healthy instance with the fewest requests in flight."""
         best: InstanceRoute | None = None
         for instance in self.instances:
-            if instance.healthy and (best is None or instance.in_flight < best.in_flight):
+            if not instance.healthy or instance.instance_id in exclude:
+                continue
+            if best is None or instance.in_flight < best.in_flight:
                 best = instance
         return best
 

@@ -38,6 +38,9 @@ _INHERITED = (
     "OPENBLAS_L2_SIZE",
 )
 
+# How much of a log's end goes into a FailureReason when the instance wrote
+# no reason of its own; FailureReason holds at most 1024 characters.
+LOG_TAIL_CHARS = 600
 PING_INTERVAL = 0.05
 PING_TIMEOUT = 2.0
 # SageMaker sends SIGTERM, then SIGKILL 30 seconds later.
@@ -50,7 +53,7 @@ class InstanceStartError(Exception):
 
 @dataclass
 class InstanceSpec:
-    """What one instance runs and where its files go."""
+    """The command, environment and file locations of one instance."""
 
     instance_id: str
     endpoint_name: str
@@ -60,25 +63,48 @@ class InstanceSpec:
     log_path: Path
     failure_file: Path
     environment: dict[str, str] = field(default_factory=dict)
+    # A server of the user's own, started as ``COMMAND serve``; empty means
+    # the built-in runtime.
+    command: tuple[str, ...] = ()
+    # The TCP port a server of the user's own listens on (the built-in runtime
+    # uses ``socket_path``).
+    port: int | None = None
+    # The interpreter for the built-in runtime: the model's own environment
+    # when it has a requirements.txt.
+    python: str = sys.executable
+
+    @property
+    def address(self) -> str:
+        """Where the instance listens: a Unix socket path or ``127.0.0.1:PORT``."""
+        return str(self.socket_path) if self.port is None else f"127.0.0.1:{self.port}"
 
     @property
     def workers(self) -> int:
-        try:
-            return max(1, int(self.environment.get("SAGEMAKER_MODEL_SERVER_WORKERS", "1")))
-        except ValueError:
-            return 1
+        return worker_count(self.environment)
 
     @property
     def timeout(self) -> float:
-        """Seconds an invocation may take, from the variable the runtime reads too."""
-        raw = self.environment.get(
-            "SAGEMAKER_MODEL_SERVER_TIMEOUT",
-            self.environment.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "60"),
-        )
-        try:
-            return max(1.0, float(raw))
-        except ValueError:
-            return 60.0
+        return invocation_timeout(self.environment)
+
+
+def worker_count(environment: dict[str, str]) -> int:
+    """Return the number of runtime workers the container's environment asks for."""
+    try:
+        return max(1, int(environment.get("SAGEMAKER_MODEL_SERVER_WORKERS", "1")))
+    except ValueError:
+        return 1
+
+
+def invocation_timeout(environment: dict[str, str]) -> float:
+    """Return the seconds an invocation may take, from the variable the runtime reads too."""
+    raw = environment.get(
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+        environment.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "60"),
+    )
+    try:
+        return max(1.0, float(raw))
+    except ValueError:
+        return 60.0
 
 
 class InstanceProcess:
@@ -100,12 +126,18 @@ class InstanceProcess:
     async def wait_healthy(self, timeout: float) -> None:
         """Poll ``/ping`` until it answers 200; raise InstanceStartError otherwise."""
         deadline = time.monotonic() + timeout
-        connector = aiohttp.UnixConnector(path=str(self.spec.socket_path))
+        connector: aiohttp.BaseConnector
+        if self.spec.port is None:
+            connector = aiohttp.UnixConnector(path=str(self.spec.socket_path))
+            ping_url = "http://instance/ping"
+        else:
+            connector = aiohttp.TCPConnector()
+            ping_url = f"http://{self.spec.address}/ping"
         async with aiohttp.ClientSession(connector=connector) as session:
             while time.monotonic() < deadline:
                 if self.process.returncode is not None:
                     raise InstanceStartError(self._exit_reason())
-                if await _ping(session):
+                if await _ping(session, ping_url):
                     return
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.process.wait(), PING_INTERVAL)
@@ -130,8 +162,9 @@ class InstanceProcess:
                     self.spec.endpoint_name,
                     grace,
                 )
+                # The whole process group: workers included, stopped ones too.
                 with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
+                    os.killpg(self.process.pid, signal.SIGKILL)
                 await self.process.wait()
         with contextlib.suppress(FileNotFoundError):
             self.spec.socket_path.unlink()
@@ -144,10 +177,22 @@ class InstanceProcess:
         try:
             reason = self.spec.failure_file.read_text(errors="replace").strip()
         except FileNotFoundError:
-            reason = ""
+            reason = _log_tail(self.spec.log_path)
         if reason:
             return f"{prefix}: {reason}"
         return f"{prefix}. See `sageport logs {self.spec.endpoint_name}` for its output."
+
+
+def _log_tail(path: Path, limit: int = LOG_TAIL_CHARS) -> str:
+    """Return the end of an instance's log as one line, for a server that wrote no reason."""
+    try:
+        with path.open("rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - limit))
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())[-limit:]
 
 
 class ProcessBackend:
@@ -158,26 +203,14 @@ class ProcessBackend:
         with contextlib.suppress(FileNotFoundError):
             spec.failure_file.unlink()
 
-        command = [
-            sys.executable,
-            "-m",
-            "sageport.runtime",
-            "--model-dir",
-            str(spec.model_dir),
-            "--unix-socket",
-            str(spec.socket_path),
-            "--failure-file",
-            str(spec.failure_file),
-            "--parent-pid",
-            str(os.getpid()),
-        ]
+        command, environment = _command(spec)
         with spec.log_path.open("ab") as log:
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=instance_environment(spec.environment),
+                env=environment,
                 cwd=spec.model_dir,
                 start_new_session=True,
             )
@@ -189,6 +222,29 @@ class ProcessBackend:
             spec.variant_name,
         )
         return InstanceProcess(spec, process)
+
+
+def _command(spec: InstanceSpec) -> tuple[list[str], dict[str, str]]:
+    """Build the command line and environment that start an instance."""
+    environment = instance_environment(spec.environment)
+    if not spec.command:
+        command = [
+            spec.python, "-m", "sageport.runtime",
+            "--model-dir", str(spec.model_dir),
+            "--unix-socket", str(spec.socket_path),
+            "--failure-file", str(spec.failure_file),
+            "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        return command, environment
+
+    # SageMaker starts a container as `ENTRYPOINT serve`, listening on
+    # SAGEMAKER_BIND_TO_PORT, with the model data in /opt/ml/model; here the
+    # model directory is given by SM_MODEL_DIR instead.
+    environment["SAGEMAKER_BIND_TO_PORT"] = str(spec.port)
+    environment["SM_MODEL_DIR"] = str(spec.model_dir)
+    environment["SAGEPORT_MODEL_DIR"] = str(spec.model_dir)
+    launcher = [sys.executable, "-m", "sageport.runtime.launch", "--parent-pid", str(os.getpid())]
+    return [*launcher, "--", *spec.command, "serve"], environment
 
 
 def instance_environment(container_environment: dict[str, str]) -> dict[str, str]:
@@ -237,11 +293,9 @@ def _boot_time() -> float:
     return 0.0
 
 
-async def _ping(session: aiohttp.ClientSession) -> bool:
+async def _ping(session: aiohttp.ClientSession, url: str) -> bool:
     try:
-        async with session.get(
-            "http://instance/ping", timeout=aiohttp.ClientTimeout(total=PING_TIMEOUT)
-        ) as response:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=PING_TIMEOUT)) as response:
             return response.status == 200
     except (TimeoutError, aiohttp.ClientError):
         return False

@@ -16,6 +16,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+# Checks a request and its whole body; raises a SageportError to reject it.
+Authenticate = Callable[[Scope, bytes], object]
 
 # Bodies past the limit are read and dropped up to this many bytes, so that a
 # client still sending gets the error response instead of a broken pipe (which

@@ -14,7 +14,7 @@ from sageport.errors import SerializationException, UnknownOperationException, V
 from sageport.protocol.errors import CONTROL_PLANE_CONTENT_TYPE, Rendered
 from sageport.protocol.models import control_plane_model, control_plane_operation_names
 from sageport.protocol.serialize import serialize
-from sageport.protocol.validation import parse_timestamps, validate
+from sageport.protocol.validation import MAX_DEPTH, parse_timestamps, validate
 
 
 def parse_control_request(target_header: str | None, body: bytes) -> tuple[Any, dict[str, Any]]:
@@ -65,7 +65,26 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
 
     if not isinstance(decoded, dict):
         raise SerializationException("The request body must be a JSON object.")
+    _check_depth(decoded)
     return decoded
+
+
+def _check_depth(document: dict[str, Any]) -> None:
+    # Checked without recursion, before anything walks the document
+    # recursively: a value a few hundred levels deep decodes fine but would
+    # exhaust the stack when an error message renders it.
+    pending: list[tuple[object, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise SerializationException(
+                f"The request body nests JSON objects and arrays more than {MAX_DEPTH} levels "
+                "deep; SageMaker inputs need far fewer."
+            )
+        if isinstance(value, dict):
+            pending.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
 
 
 def render_control_response(operation: Any, result: dict[str, Any], request_id: str) -> Rendered:

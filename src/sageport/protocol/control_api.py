@@ -7,6 +7,7 @@ import logging
 from sageport.control.plane import ControlPlane
 from sageport.errors import ControlPlaneInternalError, SageportError, SerializationException
 from sageport.protocol.asgi import (
+    Authenticate,
     BodyTooLarge,
     ClientDisconnected,
     Receive,
@@ -31,15 +32,23 @@ MAX_CONTROL_BODY = 2 * 2**20
 class ControlPlaneAPI:
     """Decode a control-plane request, run the operation, encode the answer."""
 
-    def __init__(self, control: ControlPlane, default_region: str) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        default_region: str,
+        authenticate: Authenticate | None = None,
+    ) -> None:
         self._control = control
         self._default_region = default_region
+        self._authenticate = authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
         operation_name = "unknown"
         try:
             body = await read_body(scope, receive, MAX_CONTROL_BODY)
+            if self._authenticate is not None:
+                self._authenticate(scope, body)
             target = header(scope, b"x-amz-target")
             operation, params = parse_control_request(
                 target.decode("latin-1") if target is not None else None, body

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 from urllib.parse import unquote
 
+from sageport.dataplane.asynchronous import AsyncInvocations
 from sageport.dataplane.invoke import invoke
 from sageport.dataplane.routing import RoutingTable
+from sageport.dataplane.stream import ResponseStream, open_stream
 from sageport.errors import InternalFailure, PayloadTooLarge, SageportError, ValidationError
 from sageport.protocol.asgi import (
+    Authenticate,
     BodyTooLarge,
     ClientDisconnected,
     Headers,
@@ -25,7 +28,10 @@ from sageport.protocol.asgi import (
     send_response,
 )
 from sageport.protocol.errors import render_runtime_error
+from sageport.protocol.response_stream import send_event_stream, stream_headers
 from sageport.protocol.restjson import validate_invoke_headers
+from sageport.protocol.runtime_async import ACTION as ASYNC_ACTION
+from sageport.protocol.runtime_async import accept_async_invocation
 
 logger = logging.getLogger("sageport.protocol")
 
@@ -44,18 +50,34 @@ _FORWARDED = {
     b"x-amzn-sagemaker-session-id": "X-Amzn-SageMaker-Session-Id",
 }
 
-_UNSUPPORTED = {
-    b"invocations-response-stream": "InvokeEndpointWithResponseStream",
-    b"async-invocations": "InvokeEndpointAsync",
+# The streaming operation takes its Accept from X-Amzn-SageMaker-Accept, and
+# has no TargetModel.
+_STREAM_FORWARDED = {
+    b"content-type": "Content-Type",
+    b"x-amzn-sagemaker-accept": "Accept",
+    b"x-amzn-sagemaker-custom-attributes": "X-Amzn-SageMaker-Custom-Attributes",
+    b"x-amzn-sagemaker-inference-id": "X-Amzn-SageMaker-Inference-Id",
+    b"x-amzn-sagemaker-session-id": "X-Amzn-SageMaker-Session-Id",
 }
+
+_STREAM_ACTION = b"invocations-response-stream"
 
 
 class RuntimeAPI:
-    """Serve InvokeEndpoint from the routing table."""
+    """Serve InvokeEndpoint and InvokeEndpointWithResponseStream from the routing table,
+    and queue InvokeEndpointAsync requests."""
 
-    def __init__(self, routing: RoutingTable, account_id: str) -> None:
+    def __init__(
+        self,
+        routing: RoutingTable,
+        account_id: str,
+        authenticate: Authenticate | None = None,
+        async_invocations: AsyncInvocations | None = None,
+    ) -> None:
         self._routing = routing
         self._account_id = account_id
+        self._authenticate = authenticate
+        self._async_invocations = async_invocations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
@@ -73,9 +95,14 @@ class RuntimeAPI:
                 f"under request id {request_id}."
             )
             status, headers, body = render_runtime_error(error, request_id)
+        if isinstance(body, ResponseStream):
+            await send_event_stream(send, receive, headers, body, request_id)
+            return
         await send_response(send, status, headers, body)
 
-    async def _invoke(self, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes]:
+    async def _invoke(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[int, Headers, bytes | ResponseStream]:
         # The body is read before anything can fail, so a client still sending
         # gets the error response rather than a reset connection.
         try:
@@ -85,37 +112,46 @@ class RuntimeAPI:
                 f"The request body has {exc.size} bytes, more than the {MAX_INVOKE_BODY} bytes "
                 "(6 MiB) a real-time invocation accepts. Send a smaller payload."
             ) from None
+        if self._authenticate is not None:
+            self._authenticate(scope, body)
 
         name, action = _split_path(scope["raw_path"])
         if scope["method"] != "POST":
             raise ValidationError(
                 f"Use POST for /endpoints/{{EndpointName}}/{action.decode(errors='replace')}."
             )
-        if action in _UNSUPPORTED:
-            raise ValidationError(
-                f"Sageport does not support {_UNSUPPORTED[action]} yet; use InvokeEndpoint."
-            )
-        if action != b"invocations":
+        if action == ASYNC_ACTION and self._async_invocations is not None:
+            return accept_async_invocation(self._async_invocations, name, scope, body)
+        streaming = action == _STREAM_ACTION
+        if action != b"invocations" and not streaming:
             raise ValidationError(
                 f"Unknown runtime path /endpoints/{name}/{action.decode(errors='replace')}."
             )
 
         forwarded: dict[str, str] = {}
+        # Validation reads the headers by the names the client sent.
+        members: dict[str, str] = {}
         for key, value in scope["headers"]:
-            spelling = _FORWARDED.get(key)
+            spelling = (_STREAM_FORWARDED if streaming else _FORWARDED).get(key)
             if spelling is not None:
-                forwarded[spelling] = value.decode("latin-1")
+                text = value.decode("latin-1")
+                forwarded[spelling] = text
+                members[key.decode("latin-1")] = text
         target_variant = _header_text(scope, b"x-amzn-sagemaker-target-variant")
-        members = dict(forwarded)
         if target_variant is not None:
             members["X-Amzn-SageMaker-Target-Variant"] = target_variant
-        validate_invoke_headers("InvokeEndpoint", name, members)
+        operation = "InvokeEndpointWithResponseStream" if streaming else "InvokeEndpoint"
+        validate_invoke_headers(operation, name, members)
 
         route = self._routing.get(name)
         if route is None:
             if name in self._routing.starting:
                 raise self._routing.unavailable(name)
             raise ValidationError(f"Endpoint {name} of account {self._account_id} not found.")
+
+        if streaming:
+            stream = await open_stream(route, body, forwarded, target_variant)
+            return 200, stream_headers(stream), stream
 
         result = await invoke(route, body, forwarded, target_variant)
         headers: Headers = [

@@ -47,12 +47,21 @@ MAX_DEPTH = 64
 # alternative is the model's own pattern for these members.
 LOCAL_MODEL_DATA_PATTERN = "((https|s3)://([^/]+)/?(.*)|file://(localhost)?/.+|/.+)"
 
+# Async inference reads its input and writes its results on local disk too, so
+# these locations also accept a file:// URL. The first alternative is the
+# runtime model's pattern for InputLocation; it accepts what the control
+# plane's pattern for S3OutputPath and S3FailurePath accepts.
+LOCAL_ASYNC_LOCATION_PATTERN = "((https|s3)://([^/]+)/?(.*)|file://(localhost)?/.+)"
+
 # Where Sageport deliberately differs from the service model, keyed by
 # (structure shape, member). Each entry replaces constraint keys of the
 # member's shape. Everything else is checked exactly as the model defines it.
 CONSTRAINT_OVERRIDES: Mapping[tuple[str, str], Mapping[str, Any]] = {
     ("ContainerDefinition", "ModelDataUrl"): {"pattern": LOCAL_MODEL_DATA_PATTERN},
     ("S3ModelDataSource", "S3Uri"): {"pattern": LOCAL_MODEL_DATA_PATTERN},
+    ("AsyncInferenceOutputConfig", "S3OutputPath"): {"pattern": LOCAL_ASYNC_LOCATION_PATTERN},
+    ("AsyncInferenceOutputConfig", "S3FailurePath"): {"pattern": LOCAL_ASYNC_LOCATION_PATTERN},
+    ("InvokeEndpointAsyncInput", "InputLocation"): {"pattern": LOCAL_ASYNC_LOCATION_PATTERN},
 }
 
 _INTEGER_BOUNDS = {"integer": 2**31, "long": 2**63}
@@ -111,7 +120,7 @@ def parse_timestamps(shape: Any, value: Any) -> Any:
 
     botocore sends epoch seconds and other SDKs send ISO-8601 strings. Naive
     ISO-8601 times are taken as UTC. Members the shape does not define are
-    copied unchanged.
+    copied unchanged, and structure members that are null are left out.
     """
     type_name = shape.type_name
 
@@ -119,11 +128,12 @@ def parse_timestamps(shape: Any, value: Any) -> Any:
         return to_datetime(value)
     if type_name == "structure" and isinstance(value, dict) and not _is_document(shape):
         members = shape.members
+        # A member sent as JSON null counts as absent, as it does for AWS
+        # services, so handlers never see a None where they expect a default.
         return {
-            key: parse_timestamps(members[key], item)
-            if key in members and item is not None
-            else item
+            key: parse_timestamps(members[key], item) if key in members else item
             for key, item in value.items()
+            if item is not None
         }
     if type_name == "list" and isinstance(value, list):
         return [None if item is None else parse_timestamps(shape.member, item) for item in value]

@@ -1,14 +1,20 @@
-"""Converge running instances to the desired state in the store.
+"""Bring each endpoint's running fleet in line with its status in the store.
 
-The control plane only writes the store and calls ``Reconciler.notify``. Here
-each endpoint gets at most one convergence task at a time: Creating → fetch the
-model data, start the instances, wait for ``/ping``, install the route and mark
-InService, or mark Failed with the reason; Deleting → drain, stop, forget. On
-start-up ``recover`` kills instances a crashed server left behind and brings
-every endpoint back.
+The control plane only writes the store and calls ``Reconciler.notify``. Each
+endpoint then gets at most one convergence task at a time:
 
-A supervisor task per instance restarts it, with backoff, when it dies while
-its endpoint is in service; meanwhile the data plane routes around it.
+- Creating: launch the fleet, install its route, mark InService; or mark
+  Failed with the reason.
+- Updating with a pending deployment (UpdateEndpoint): blue/green. The new
+  fleet starts and passes ``/ping`` while the old one serves; the route swaps
+  in one step; the old fleet drains its requests in flight, then stops. If the
+  new fleet fails, it is stopped and the endpoint stays InService on the old
+  one, with the reason in FailureReason, as SageMaker rolls back.
+- Updating with new weights or instance counts: applied in place.
+- Deleting: drain, stop, forget.
+
+On start-up ``recover`` kills instances a crashed server left behind and brings
+every endpoint back from its stored deployment.
 """
 
 from __future__ import annotations
@@ -18,49 +24,23 @@ import contextlib
 import logging
 import shutil
 import tempfile
-import uuid
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sageport.config import Settings
 from sageport.control.arns import Arns
 from sageport.control.plane import ENDPOINT, set_status
-from sageport.dataplane.routing import EndpointRoute, InstanceRoute, RoutingTable, VariantRoute
-from sageport.hosting.artifacts import ArtifactError, fetch_model_data
-from sageport.hosting.process import (
-    InstanceProcess,
-    InstanceSpec,
-    InstanceStartError,
-    ProcessBackend,
-    kill_orphan,
-)
+from sageport.dataplane.routing import EndpointRoute, RoutingTable
+from sageport.hosting.artifacts import ArtifactError
+from sageport.hosting.environments import RequirementsError
+from sageport.hosting.process import InstanceStartError, kill_orphan
+from sageport.reconcile.fleet import Fleet, FleetManager, FleetVariant
 from sageport.store import Record, Store
-from sageport.store.sqlite import InstanceRow
 
 logger = logging.getLogger("sageport.reconcile")
 
-RESTART_BACKOFF_INITIAL = 0.5
-RESTART_BACKOFF_MAX = 30.0
-
-
-@dataclass
-class Instance:
-    """One instance slot: its spec, its current process and its route."""
-
-    spec: InstanceSpec
-    route: InstanceRoute
-    process: InstanceProcess | None = None
-    supervisor: asyncio.Task[None] | None = None
-    stopping: bool = False
-
-
-@dataclass
-class Fleet:
-    """The instances of one deployment of an endpoint."""
-
-    instances: list[Instance] = field(default_factory=list)
+# The keys of an endpoint's spec that make up one deployment.
+DEPLOYMENT_KEYS = ("DeploymentId", "EndpointConfig", "Models", "Overrides")
 
 
 class Reconciler:
@@ -71,13 +51,13 @@ class Reconciler:
         self._store = store
         self._routing = routing
         self._arns = arns
-        self._backend = ProcessBackend()
-        self._fleets: dict[str, Fleet] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._pending: set[str] = set()
         # Unix socket paths are limited to about 100 bytes, so sockets live in a
         # short temporary directory rather than under --data-dir.
         self._run_dir = Path(tempfile.mkdtemp(prefix="sageport-"))
+        self._fleets = FleetManager(settings, store, self._run_dir)
+        self._running: dict[str, Fleet] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._pending: set[str] = set()
 
     def notify(self, name: str) -> None:
         """Schedule convergence of one endpoint; repeated calls coalesce."""
@@ -100,7 +80,7 @@ class Reconciler:
             self._store.remove_instance(row.instance_id)
 
         for record in self._store.list(ENDPOINT):
-            if record.status == "InService":
+            if record.status in ("InService", "Updating"):
                 self._routing.starting.add(record.name)
             if record.status in ("InService", "Creating", "Updating", "Deleting"):
                 self.notify(record.name)
@@ -112,13 +92,8 @@ class Reconciler:
         for task in self._tasks.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.gather(*(self._stop_fleet(key) for key in list(self._fleets)))
+        await asyncio.gather(*(self._stop(key) for key in list(self._running)))
         shutil.rmtree(self._run_dir, ignore_errors=True)
-
-    async def wait_idle(self) -> None:
-        """Wait until no convergence is running (for orderly shutdown and tests)."""
-        while any(not task.done() for task in self._tasks.values()):
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     # Convergence.
 
@@ -135,246 +110,163 @@ class Reconciler:
     async def _converge(self, key: str) -> None:
         record = self._store.get(ENDPOINT, key)
         if record is None:
-            await self._stop_fleet(key)
+            await self._stop(key)
             return
 
-        if record.status == "Deleting":
+        status = record.status
+        if status == "Deleting":
             await self._delete(record)
-        elif record.status in ("Creating", "InService") and key not in self._fleets:
-            await self._deploy(record)
-        elif record.status == "Failed":
-            await self._stop_fleet(key)
+        elif status == "Failed":
+            await self._stop(key)
+        elif status in ("Creating", "InService", "Updating"):
+            if key not in self._running and not await self._deploy(record):
+                return
+            if "Pending" in record.spec:
+                await self._update(record)
+            elif "DesiredWeightsAndCapacities" in record.spec:
+                await self._reweigh(record)
+            elif status != "InService":
+                self._settle(record)
+
+    async def _deploy(self, record: Record) -> bool:
+        """Launch the endpoint's current deployment; on failure mark it Failed."""
+        logger.info("Deploying endpoint %s", record.name)
+        try:
+            fleet = await self._fleets.launch(record.name, _deployment(record.spec))
+        except Exception as exc:  # noqa: BLE001 - any failure must end as Failed, not Creating
+            self._fail(record, _failure_reason(record, exc))
+            return False
+
+        self._running[record.name.lower()] = fleet
+        self._install(record, fleet)
+        if record.status == "Creating":
+            self._settle(record)
+            logger.info("Endpoint %s is InService", record.name)
+        return True
+
+    async def _update(self, record: Record) -> None:
+        """Blue/green: start the pending deployment, swap, then drain the old fleet."""
+        pending = record.spec["Pending"]
+        config_name = pending["EndpointConfig"]["EndpointConfigName"]
+        logger.info("Updating endpoint %s to endpoint config %s", record.name, config_name)
+        try:
+            fleet = await self._fleets.launch(record.name, pending)
+        except Exception as exc:  # noqa: BLE001 - any failure must roll back, not hang in Updating
+            reason = _failure_reason(record, exc)
+            logger.warning("Update of endpoint %s rolled back: %s", record.name, reason)
+            del record.spec["Pending"]
+            record.doc.pop("PendingDeploymentSummary", None)
+            set_status(
+                record,
+                "InService",
+                f"Updating to endpoint config {config_name} failed, so the endpoint was "
+                f"rolled back to its previous config: {reason}",
+            )
+            self._store.update(record)
+            return
+
+        key = record.name.lower()
+        old = self._running[key]
+        self._running[key] = fleet
+        self._install(record, fleet)
+        for name in DEPLOYMENT_KEYS:
+            record.spec.pop(name, None)
+        record.spec.update(record.spec.pop("Pending"))
+        record.doc["EndpointConfigName"] = config_name
+        self._settle(record)
+        logger.info("Endpoint %s now runs endpoint config %s", record.name, config_name)
+
+        await self._fleets.stop(old, drain=True)
+        shutil.rmtree(self._settings.endpoints_dir / key / old.deployment_id, ignore_errors=True)
+
+    async def _reweigh(self, record: Record) -> None:
+        """Apply UpdateEndpointWeightsAndCapacities to the running fleet in place."""
+        fleet = self._running[record.name.lower()]
+        desired: dict[str, dict[str, Any]] = record.spec.pop("DesiredWeightsAndCapacities")
+        overrides: dict[str, dict[str, Any]] = record.spec.setdefault("Overrides", {})
+        reason = None
+        for variant_name, change in desired.items():
+            variant = fleet.variant(variant_name)
+            if variant is None:
+                continue
+            if "DesiredWeight" in change:
+                variant.route.weight = float(change["DesiredWeight"])
+            if "DesiredInstanceCount" in change:
+                try:
+                    await self._fleets.resize(fleet, variant, int(change["DesiredInstanceCount"]))
+                except (ArtifactError, InstanceStartError) as exc:
+                    reason = f"Scaling production variant {variant_name} failed: {exc}"
+                    continue
+            overrides.setdefault(variant_name, {}).update(change)
+        self._settle(record, reason)
 
     async def _delete(self, record: Record) -> None:
         key = record.name.lower()
-        await self._stop_fleet(key)
+        await self._stop(key, drain=True)
         self._store.delete(ENDPOINT, record.name)
         shutil.rmtree(self._settings.endpoints_dir / key, ignore_errors=True)
         logger.info("Deleted endpoint %s", record.name)
 
-    async def _deploy(self, record: Record) -> None:
-        key = record.name.lower()
-        logger.info("Deploying endpoint %s", record.name)
-        fleet = Fleet()
-        self._fleets[key] = fleet
-        try:
-            variants = await self._start_variants(record, fleet)
-        except (ArtifactError, InstanceStartError) as exc:
-            await self._fail(record, str(exc))
-            return
-        except Exception as exc:
-            logger.exception("Deploying endpoint %s failed unexpectedly", record.name)
-            await self._fail(record, f"Sageport failed to deploy the endpoint: {exc!r}")
-            return
+    # Shared steps.
 
+    def _install(self, record: Record, fleet: Fleet) -> None:
+        """Point the data plane at ``fleet``; requests in flight keep their instance."""
         region = record.spec.get("Region", self._settings.region)
-        route = EndpointRoute(record.name, variants, self._arns.log_group(region, record.name))
-        previous = self._routing.put(route)
-        if previous is not None:
-            await previous.close()
-        for instance in fleet.instances:
-            instance.supervisor = asyncio.get_running_loop().create_task(
-                self._supervise(record.name, instance)
-            )
+        route = EndpointRoute(
+            record.name,
+            [variant.route for variant in fleet.variants],
+            self._arns.log_group(region, record.name),
+        )
+        self._routing.put(route)
 
-        record.doc["ProductionVariants"] = [
-            _variant_summary(variant, record) for variant in variants
-        ]
-        set_status(record, "InService")
+    def _settle(self, record: Record, failure_reason: str | None = None) -> None:
+        """Mark the endpoint InService and describe what now runs."""
+        fleet = self._running[record.name.lower()]
+        record.doc["ProductionVariants"] = [_variant_summary(variant) for variant in fleet.variants]
+        record.doc.pop("PendingDeploymentSummary", None)
+        set_status(record, "InService", failure_reason)
         self._store.update(record)
-        logger.info("Endpoint %s is InService", record.name)
 
-    async def _fail(self, record: Record, reason: str) -> None:
+    def _fail(self, record: Record, reason: str) -> None:
         logger.warning("Endpoint %s failed: %s", record.name, reason)
-        await self._stop_fleet(record.name.lower())
+        self._routing.remove(record.name)
+        record.spec.pop("Pending", None)
+        record.spec.pop("DesiredWeightsAndCapacities", None)
+        record.doc.pop("PendingDeploymentSummary", None)
         set_status(record, "Failed", reason)
         self._store.update(record)
 
-    async def _start_variants(self, record: Record, fleet: Fleet) -> list[VariantRoute]:
-        config = record.spec["EndpointConfig"]
-        variants: list[VariantRoute] = []
-        for variant in config["ProductionVariants"]:
-            model = record.spec["Models"][variant["ModelName"]]
-            container = _single_container(model, variant["VariantName"])
-            model_dir = await self._fetch(record, variant["VariantName"], container)
-            specs = [
-                self._instance_spec(record, variant, container, model_dir)
-                for _ in range(int(variant.get("InitialInstanceCount", 1)))
-            ]
-            instances = [Instance(spec, _route(spec)) for spec in specs]
-            fleet.instances.extend(instances)
-            timeout = specs[0].timeout if specs else 60.0
-            variants.append(
-                VariantRoute(
-                    variant["VariantName"],
-                    float(variant.get("InitialVariantWeight", 1.0)),
-                    [instance.route for instance in instances],
-                    timeout,
-                )
-            )
-
-        startup_timeout = self._settings.startup_timeout
-        await asyncio.gather(
-            *(
-                self._start_instance(record.name, instance, startup_timeout)
-                for instance in fleet.instances
-            )
-        )
-        return variants
-
-    async def _fetch(self, record: Record, variant_name: str, container: dict[str, Any]) -> Path:
-        deployment = str(record.spec["DeploymentId"])
-        model_dir = self._settings.endpoints_dir / record.name.lower() / deployment / variant_name
-        url = container.get("ModelDataUrl") or _data_source_uri(container)
-        if url is None:
-            model_dir.mkdir(parents=True, exist_ok=True)
-            return model_dir
-        logger.info("Fetching model data for %s/%s from %s", record.name, variant_name, url)
-        await asyncio.to_thread(fetch_model_data, url, model_dir)
-        return model_dir
-
-    def _instance_spec(
-        self, record: Record, variant: dict[str, Any], container: dict[str, Any], model_dir: Path
-    ) -> InstanceSpec:
-        instance_id = f"i-{uuid.uuid4().hex[:12]}"
-        environment = dict(self._settings.instance_environment)
-        environment.update(container.get("Environment") or {})
-        logs = self._settings.logs_dir / record.name.lower() / variant["VariantName"]
-        return InstanceSpec(
-            instance_id=instance_id,
-            endpoint_name=record.name,
-            variant_name=variant["VariantName"],
-            model_dir=model_dir,
-            socket_path=self._run_dir / f"{instance_id}.sock",
-            log_path=logs / f"{instance_id}.log",
-            failure_file=self._run_dir / f"{instance_id}.failure",
-            environment=environment,
-        )
-
-    async def _start_instance(self, endpoint: str, instance: Instance, timeout: float) -> None:
-        process = await self._backend.start(instance.spec)
-        instance.process = process
-        self._store.add_instance(
-            InstanceRow(instance.spec.instance_id, endpoint.lower(), process.pid, process.started)
-        )
-        await process.wait_healthy(timeout)
-        instance.route.healthy = True
-        logger.info("Instance %s of endpoint %s passed /ping", instance.spec.instance_id, endpoint)
-
-    # Supervision and stopping.
-
-    async def _supervise(self, endpoint: str, instance: Instance) -> None:
-        backoff = RESTART_BACKOFF_INITIAL
-        while not instance.stopping:
-            assert instance.process is not None
-            code = await instance.process.process.wait()
-            if instance.stopping:
-                return
-            instance.route.healthy = False
-            self._store.remove_instance(instance.spec.instance_id)
-            logger.warning(
-                "Instance %s of endpoint %s exited with status %s; restarting in %g s",
-                instance.spec.instance_id,
-                endpoint,
-                code,
-                backoff,
-            )
-            await asyncio.sleep(backoff)
-            try:
-                await self._start_instance(endpoint, instance, self._settings.startup_timeout)
-                backoff = RESTART_BACKOFF_INITIAL
-            except InstanceStartError as exc:
-                logger.warning("Restarting instance %s failed: %s", instance.spec.instance_id, exc)
-                backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
-
-    async def _stop_fleet(self, key: str) -> None:
-        fleet = self._fleets.pop(key, None)
-        route = None
+    async def _stop(self, key: str, *, drain: bool = False) -> None:
+        fleet = self._running.pop(key, None)
         for name in self._routing.names():
             if name.lower() == key:
-                route = self._routing.remove(name)
+                self._routing.remove(name)
         if fleet is not None:
-            await asyncio.gather(*(self._stop_instance(instance) for instance in fleet.instances))
-        if route is not None:
-            await route.close()
-
-    async def _stop_instance(self, instance: Instance) -> None:
-        instance.stopping = True
-        instance.route.healthy = False
-        if instance.supervisor is not None:
-            instance.supervisor.cancel()
-        if instance.process is not None:
-            await instance.process.stop()
-            self._store.remove_instance(instance.spec.instance_id)
-            logger.info("Stopped instance %s", instance.spec.instance_id)
-        if instance.route not in _routed(self._routing):
-            await instance.route.close()
+            await self._fleets.stop(fleet, drain=drain)
 
 
-async def _all_or_none(coroutines: list[Coroutine[Any, Any, None]]) -> None:
-    """Run coroutines together; on the first failure cancel the rest and raise it."""
-    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
-    if not tasks:
-        return
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    for task in done:
-        exception = task.exception()
-        if exception is not None:
-            raise exception
+def _deployment(spec: dict[str, Any]) -> dict[str, Any]:
+    return {name: spec[name] for name in DEPLOYMENT_KEYS if name in spec}
 
 
-def _routed(routing: RoutingTable) -> list[InstanceRoute]:
-    routes: list[InstanceRoute] = []
-    for name in routing.names():
-        route = routing.get(name)
-        if route is not None:
-            routes.extend(i for variant in route.variants for i in variant.instances)
-    return routes
+def _failure_reason(record: Record, exc: Exception) -> str:
+    if isinstance(exc, ArtifactError | InstanceStartError | RequirementsError):
+        return str(exc)
+    logger.error("Deploying endpoint %s failed unexpectedly", record.name, exc_info=exc)
+    return f"Sageport failed to deploy the endpoint: {exc!r}"
 
 
-def _route(spec: InstanceSpec) -> InstanceRoute:
-    route = InstanceRoute(spec.instance_id, str(spec.socket_path), spec.workers)
-    route.healthy = False
-    return route
-
-
-def _single_container(model: dict[str, Any], variant_name: str) -> dict[str, Any]:
-    if "PrimaryContainer" in model:
-        return dict(model["PrimaryContainer"])
-    containers = model.get("Containers") or []
-    if len(containers) != 1:
-        raise InstanceStartError(
-            f"Model {model['ModelName']} of production variant {variant_name} has "
-            f"{len(containers)} containers; Sageport runs single-container models only."
-        )
-    return dict(containers[0])
-
-
-def _data_source_uri(container: dict[str, Any]) -> str | None:
-    source = (container.get("ModelDataSource") or {}).get("S3DataSource") or {}
-    uri = source.get("S3Uri")
-    return str(uri) if uri else None
-
-
-def _variant_summary(variant: VariantRoute, record: Record) -> dict[str, Any]:
+def _variant_summary(variant: FleetVariant) -> dict[str, Any]:
     count = len(variant.instances)
-    config_variant = next(
-        v
-        for v in record.spec["EndpointConfig"]["ProductionVariants"]
-        if v["VariantName"] == variant.name
-    )
-    model = record.spec["Models"][config_variant["ModelName"]]
-    image = (model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]).get("Image")
     summary: dict[str, Any] = {
         "VariantName": variant.name,
-        "CurrentWeight": variant.weight,
-        "DesiredWeight": variant.weight,
+        "CurrentWeight": variant.route.weight,
+        "DesiredWeight": variant.route.weight,
         "CurrentInstanceCount": count,
         "DesiredInstanceCount": count,
     }
-    if image:
-        summary["DeployedImages"] = [{"SpecifiedImage": image, "ResolvedImage": image}]
+    if variant.image:
+        summary["DeployedImages"] = [
+            {"SpecifiedImage": variant.image, "ResolvedImage": variant.image}
+        ]
     return summary

@@ -45,6 +45,8 @@ class RuntimeConfig:
     log_level: int
     max_payload_bytes: int
     graceful_stop_seconds: float = GRACEFUL_STOP_SECONDS
+    # SAGEMAKER_MULTI_MODEL=true: load models by name on request (runtime/multimodel.py).
+    multi_model: bool = False
 
     @property
     def address(self) -> str:
@@ -114,6 +116,7 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Runtime
         )
         * 1024
         * 1024,
+        multi_model=environ.get("SAGEMAKER_MULTI_MODEL", "").strip().lower() == "true",
     )
 
 

@@ -2,11 +2,14 @@
 
 An invocation is ``input_fn → predict_fn → output_fn``, or ``transform_fn``
 alone, with the defaults from ``codecs.py`` where the user module defines
-none. The result is always a body and the Content-Type to send with it.
+none. The result is a body and the Content-Type to send with it. The body is
+an iterator instead when ``output_fn`` or ``transform_fn`` returns one, and
+the worker streams its items.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ from sageport.runtime.errors import InvocationError, StartupError, describe_exce
 from sageport.runtime.loader import UserHandlers
 
 Payload = bytes | bytearray
+# Items of a streamed response: str (sent as UTF-8), bytes or bytearray.
+Stream = Iterator[Any]
 
 
 class InferencePipeline:
@@ -62,8 +67,8 @@ class InferencePipeline:
         content_type: str | None,
         accept: str | None,
         context: Context | None,
-    ) -> tuple[Payload, str]:
-        """Run one invocation; return the response body and its Content-Type."""
+    ) -> tuple[Payload | Stream, str]:
+        """Run one invocation and return the response body (or an iterator) and its Content-Type."""
         handlers = self.handlers
         accept = codecs.resolve_accept(accept, self.default_accept)
         input_data = codecs.prepare_input(body, content_type)
@@ -107,7 +112,9 @@ def _call(
     return function(*arguments)
 
 
-def _finish(result: Any, accept: str, context: Context | None, name: str) -> tuple[Payload, str]:
+def _finish(
+    result: Any, accept: str, context: Context | None, name: str
+) -> tuple[Payload | Stream, str]:
     """Turn what output_fn or transform_fn returned into a body and a Content-Type."""
     declared: Any = None
     if isinstance(result, tuple):
@@ -123,13 +130,15 @@ def _finish(result: Any, accept: str, context: Context | None, name: str) -> tup
             )
 
     if isinstance(result, bytes | bytearray):
-        payload: Payload = result
+        payload: Payload | Stream = result
     elif isinstance(result, str):
         payload = result.encode()
+    elif isinstance(result, Iterator):
+        payload = result
     else:
         raise InvocationError(
-            f"{name} returned {type(result).__name__}; return str, bytes, bytearray or "
-            "(payload, content_type)"
+            f"{name} returned {type(result).__name__}; return str, bytes, bytearray, an "
+            "iterator of them, or (payload, content_type)"
         )
 
     if declared is None and context is not None:

@@ -2,16 +2,23 @@
 
 A worker serves one connection at a time: it reads requests (Content-Length
 or chunked bodies, keep-alive, pipelining), passes each complete request to
-a dispatch function and writes the response with a Content-Length. The
-connection closes after a response when the client asked for it, when the
-request was malformed or too large, or when the worker is stopping.
+a dispatch function and writes the response. A response body goes out with a
+Content-Length, and a stream with ``Transfer-Encoding: chunked``. The connection
+closes after a response when the client asked for it, when the request was
+malformed or too large, when a stream was aborted, or when the worker is
+stopping.
+
+A stream that fails part-way ends without the terminating zero-length chunk,
+and the connection closes. HTTP clients report such a body as incomplete
+(aiohttp raises ``ClientPayloadError``), which is how the server learns that
+the model failed after its first chunk.
 """
 
 from __future__ import annotations
 
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 
 import httptools
@@ -28,6 +35,10 @@ class StopServing(BaseException):
 
     It derives from BaseException so that ``except Exception`` blocks do not catch it.
     """
+
+
+class StreamAborted(Exception):
+    """Raised by a response stream to end the body as incomplete, signalling a failure."""
 
 
 class ServingState:
@@ -65,19 +76,25 @@ class Request:
 
 
 class Response:
-    """One HTTP response; ``headers`` excludes Content-Length and Connection."""
+    """One HTTP response, without Content-Length, Transfer-Encoding and Connection in ``headers``.
 
-    __slots__ = ("body", "headers", "status")
+    When ``stream`` is set, ``body`` is ignored and each item of ``stream`` is
+    sent as one chunk as soon as it is produced.
+    """
+
+    __slots__ = ("body", "headers", "status", "stream")
 
     def __init__(
         self,
         status: int,
         body: bytes | bytearray = b"",
         headers: list[tuple[str, str]] | None = None,
+        stream: Iterator[bytes] | None = None,
     ) -> None:
         self.status = status
         self.body = body
         self.headers = headers or []
+        self.stream = stream
 
 
 Dispatch = Callable[[Request], Response]
@@ -177,7 +194,10 @@ def serve_connection(
             request = reader.completed.popleft()
             response = dispatch(request)
             keep_alive = request.keep_alive and not request.too_large and not state.stopping
-            send_response(conn, response, keep_alive)
+            if response.stream is None:
+                send_response(conn, response, keep_alive)
+            elif not send_stream(conn, response, keep_alive):
+                return
             if not keep_alive:
                 return
 
@@ -201,10 +221,57 @@ def send_response(conn: socket.socket, response: Response, keep_alive: bool) -> 
         conn.sendall(memoryview(body)[sent - len(head) :])
 
 
-def _encode_head(response: Response, length: int, keep_alive: bool) -> bytes:
+def send_stream(conn: socket.socket, response: Response, keep_alive: bool) -> bool:
+    """Write ``response.stream`` as a chunked body, and return False if the stream was aborted.
+
+    Each chunk goes out in its own system call, so the client sees it at once.
+    Empty items are skipped, because a zero-length chunk ends the body. The
+    stream is closed in every case, which runs a generator's ``finally``
+    blocks even when the client has gone away.
+    """
+    stream = response.stream
+    assert stream is not None
+    try:
+        head = _encode_head(response, None, keep_alive)
+    except UnicodeEncodeError:
+        body = b"the handler set a response header that is not Latin-1 text"
+        send_response(conn, Response(500, body, [("Content-Type", "text/plain")]), False)
+        _close(stream)
+        return False
+
+    try:
+        conn.sendall(head)
+        for chunk in stream:
+            if chunk:
+                _send_chunk(conn, chunk)
+    except StreamAborted:
+        return False
+    finally:
+        _close(stream)
+    conn.sendall(b"0\r\n\r\n")
+    return True
+
+
+def _send_chunk(conn: socket.socket, chunk: bytes) -> None:
+    size_line = b"%x\r\n" % len(chunk)
+    sent = conn.sendmsg([size_line, chunk, b"\r\n"])
+    if sent < len(size_line) + len(chunk) + 2:
+        conn.sendall(b"".join((size_line, chunk, b"\r\n"))[sent:])
+
+
+def _close(stream: Iterator[bytes]) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+
+
+def _encode_head(response: Response, length: int | None, keep_alive: bool) -> bytes:
     lines = [_STATUS_LINES.get(response.status) or f"HTTP/1.1 {response.status} Unknown\r\n"]
     lines.extend(f"{name}: {value}\r\n" for name, value in response.headers)
-    lines.append(f"Content-Length: {length}\r\n")
+    if length is None:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    else:
+        lines.append(f"Content-Length: {length}\r\n")
     if not keep_alive:
         lines.append("Connection: close\r\n")
     lines.append("\r\n")

@@ -4,7 +4,8 @@ The supervisor forks each worker with the bound socket and a pipe. The
 worker writes ``R`` to the pipe once ready, or ``F`` and a one-line reason
 when the model fails to load. A shared slot receives the
 ``time.monotonic()`` start of the model call in progress (0.0 when idle), so
-the supervisor can kill a worker that runs past the model server timeout.
+the supervisor can kill a worker that runs past the model server timeout. A
+streamed response counts as one model call until its last chunk is sent.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 from sageport.runtime.config import RuntimeConfig
 from sageport.runtime.errors import InvocationError, StartupError, describe_exception
 from sageport.runtime.loader import load_user_handlers
+from sageport.runtime.multimodel import MultiModelServer, placeholder_pipeline
 from sageport.runtime.pipeline import InferencePipeline
 from sageport.runtime.process import EXIT_ERROR, EXIT_MODEL_FAILURE, EXIT_OK, die_with_parent
 from sageport.runtime.protocol import (
@@ -29,6 +33,7 @@ from sageport.runtime.protocol import (
     Response,
     ServingState,
     StopServing,
+    StreamAborted,
     serve_connection,
 )
 
@@ -97,6 +102,9 @@ def run_worker(setup: WorkerSetup) -> int:
 
 def _load(setup: WorkerSetup) -> InferencePipeline | None:
     config = setup.config
+    if config.multi_model:
+        # Models are loaded by name on request; see runtime/multimodel.py.
+        return placeholder_pipeline(config)
     started = time.monotonic()
     try:
         handlers = load_user_handlers(config.code_dir, config.program)
@@ -150,17 +158,28 @@ def _serve_forever(setup: WorkerSetup, server: InvocationServer, state: ServingS
 
 
 class InvocationServer:
-    """Routes requests to ``/ping`` and ``/invocations`` and shapes the responses."""
+    """Routes requests to ``/ping`` and ``/invocations`` (or ``/models`` in multi-model mode)."""
 
     def __init__(self, setup: WorkerSetup, pipeline: InferencePipeline) -> None:
         self.pipeline = pipeline
         self.busy_since = setup.busy_since
         self.index = setup.index
+        self.multi_model: MultiModelServer | None = None
+        if setup.config.multi_model:
+            self.multi_model = MultiModelServer(setup.config, self)
 
     def dispatch(self, request: Request) -> Response:
         """Return the response to one request."""
         path = request.path
+        if self.multi_model is not None and (path == "/models" or path.startswith("/models/")):
+            if request.too_large:
+                return _error(413, "the request body is larger than SAGEMAKER_MAX_PAYLOAD_IN_MB")
+            return self.multi_model.dispatch(request)
         if path == "/invocations":
+            if self.multi_model is not None:
+                return _error(
+                    400, "this is a multi-model instance: invoke POST /models/{name}/invoke"
+                )
             if request.method != "POST":
                 return _method_not_allowed(request, "POST")
             if request.too_large:
@@ -172,22 +191,29 @@ class InvocationServer:
             return Response(200)
         return _error(404, f"{path} not found: the runtime serves GET /ping and POST /invocations")
 
-    def invoke(self, request: Request) -> Response:
-        """Run the model on one request and time it."""
+    def invoke(self, request: Request, pipeline: InferencePipeline | None = None) -> Response:
+        """Run the model (``pipeline``, else the instance's) on one request and time it."""
+        pipeline = pipeline or self.pipeline
         headers = request.headers
-        context = self.pipeline.new_context(headers)
+        context = pipeline.new_context(headers)
 
         started = time.perf_counter_ns()
         self.busy_since[self.index] = time.monotonic()
+        response: Response | None = None
         try:
-            payload, content_type = self.pipeline.invoke(
+            payload, content_type = pipeline.invoke(
                 request.body, headers.get("content-type"), headers.get("accept"), context
             )
-            response = Response(200, payload, [("Content-Type", content_type)])
+            if isinstance(payload, bytes | bytearray):
+                response = Response(200, payload, [("Content-Type", content_type)])
+            else:
+                response = self._start_stream(payload, content_type)
         except Exception as exc:  # noqa: BLE001 - every handler error becomes a response
             response = _handler_error(exc)
         finally:
-            self.busy_since[self.index] = 0.0
+            # A stream clears the slot itself once its last chunk is sent.
+            if response is None or response.stream is None:
+                self.busy_since[self.index] = 0.0
         latency_us = (time.perf_counter_ns() - started) // 1000
 
         response.headers.append((_LATENCY_HEADER, str(latency_us)))
@@ -198,6 +224,76 @@ class InvocationServer:
                 )
             response.headers.extend(context.response_headers.items())
         return response
+
+    def _start_stream(self, items: Iterator[Any], content_type: str) -> Response:
+        """Take the first non-empty item before sending the status line, then stream the rest.
+
+        An error before the first item therefore still gets an error status,
+        and the latency header and custom attributes are those at the first item.
+        """
+        headers = [("Content-Type", content_type)]
+        try:
+            for item in items:
+                first = _encode_item(item)
+                if first:
+                    stream = _ResponseStream(self, first, items)
+                    return Response(200, headers=headers, stream=stream)
+        except Exception:
+            _close(items)
+            raise
+        return Response(200, headers=headers)
+
+
+class _ResponseStream:
+    """The chunks of a streamed response, from the first non-empty item on.
+
+    The model call lasts until ``close()``, which the connection calls in
+    every case, also when the head could not be sent before the first chunk.
+    """
+
+    def __init__(self, server: InvocationServer, first: bytes, items: Iterator[Any]) -> None:
+        self._server = server
+        self._first: bytes | None = first
+        self._items = items
+
+    def __iter__(self) -> _ResponseStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        try:
+            return _encode_item(next(self._items))
+        except StopIteration:
+            raise
+        except Exception as exc:
+            # The status line is already sent, so the only signal left is an
+            # incomplete body. The reason goes to the instance's log.
+            logger.error("The response stream failed after its first chunk", exc_info=exc)
+            raise StreamAborted from exc
+
+    def close(self) -> None:
+        self._server.busy_since[self._server.index] = 0.0
+        _close(self._items)
+
+
+def _encode_item(item: Any) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode()
+    if isinstance(item, bytearray | memoryview):
+        return bytes(item)
+    raise InvocationError(
+        f"the response stream yielded {type(item).__name__}; yield str, bytes or bytearray"
+    )
+
+
+def _close(items: Iterator[Any]) -> None:
+    close = getattr(items, "close", None)
+    if close is not None:
+        close()
 
 
 def _handler_error(exc: Exception) -> Response:

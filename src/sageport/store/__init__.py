@@ -1,5 +1,5 @@
-"""Persistence of the desired state: models, endpoint configs and endpoints."""
+"""Persistence of the desired state (models, endpoint configs, endpoints) and the async queue."""
 
-from sageport.store.sqlite import AlreadyExists, Record, Store, now
+from sageport.store.sqlite import AlreadyExists, AsyncInvocationRow, Record, Store, now
 
-__all__ = ["AlreadyExists", "Record", "Store", "now"]
+__all__ = ["AlreadyExists", "AsyncInvocationRow", "Record", "Store", "now"]

@@ -1,4 +1,4 @@
-"""The SQLite store: one table of hosting resources, one of running instances.
+"""The SQLite store: hosting resources, running instances and queued async invocations.
 
 Each resource (model, endpoint config, endpoint) is one row holding the
 document that its Describe operation returns, plus a private ``spec`` document
@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each migration is a list of statements, run one by one inside a transaction
 # (sqlite3's executescript would commit the open transaction first).
@@ -46,7 +46,29 @@ _MIGRATIONS: dict[int, list[str]] = {
             started REAL NOT NULL
         )""",
     ],
+    # InvokeEndpointAsync's queue. A row lives from the 202 response until its
+    # output or failure is written; ``seq`` orders the queue.
+    2: [
+        """CREATE TABLE async_invocations (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            inference_id TEXT NOT NULL,
+            endpoint_name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            received REAL NOT NULL,
+            expires REAL NOT NULL,
+            not_before REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            request TEXT NOT NULL,
+            body BLOB
+        )""",
+        """CREATE INDEX async_invocations_by_endpoint
+            ON async_invocations (endpoint_name, status, seq)""",
+    ],
 }
+
+# Statuses of a queued async invocation.
+QUEUED = "queued"
+RUNNING = "running"
 
 
 def now() -> float:
@@ -74,6 +96,26 @@ class Record:
     doc: dict[str, Any]
     spec: dict[str, Any] = field(default_factory=dict)
     status: str | None = None
+
+
+@dataclass
+class AsyncInvocationRow:
+    """An accepted InvokeEndpointAsync request that has no output or failure written yet."""
+
+    inference_id: str
+    endpoint_name: str
+    received: float
+    # Epoch seconds after which the request fails as expired (RequestTTLSeconds).
+    expires: float
+    # The worker's inputs: locations, forwarded headers, timeout.
+    request: dict[str, Any]
+    # The inline Body, when the request had one instead of an InputLocation.
+    body: bytes | None = None
+    # Epoch seconds before which the worker does not take the row (a retry delay).
+    not_before: float = 0.0
+    # Times processing started without finishing: a server that died mid-invocation.
+    attempts: int = 0
+    seq: int = 0
 
 
 @dataclass
@@ -194,6 +236,104 @@ class Store:
     def instances(self) -> Iterator[InstanceRow]:
         for row in self._db.execute("SELECT * FROM instances").fetchall():
             yield InstanceRow(row["instance_id"], row["endpoint_key"], row["pid"], row["started"])
+
+    # Async invocations.
+
+    def enqueue_invocation(self, row: AsyncInvocationRow) -> int:
+        """Queue an async invocation; return its sequence number.
+
+        The row is committed when this returns, so it survives a crash of the
+        server process.
+        """
+        cursor = self._db.execute(
+            "INSERT INTO async_invocations (inference_id, endpoint_name, status, received,"
+            " expires, not_before, attempts, request, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.inference_id,
+                row.endpoint_name,
+                QUEUED,
+                row.received,
+                row.expires,
+                row.not_before,
+                row.attempts,
+                json.dumps(row.request),
+                row.body,
+            ),
+        )
+        row.seq = int(cursor.lastrowid or 0)
+        return row.seq
+
+    def requeue_running_invocations(self) -> int:
+        """Put invocations that a previous server was running back in the queue; return how many."""
+        cursor = self._db.execute(
+            "UPDATE async_invocations SET status = ? WHERE status = ?", (QUEUED, RUNNING)
+        )
+        return cursor.rowcount
+
+    def endpoints_with_queued_invocations(self, at: float) -> Sequence[str]:
+        """Return the endpoint names that have invocations ready to take at time ``at``."""
+        rows = self._db.execute(
+            "SELECT DISTINCT endpoint_name FROM async_invocations"
+            " WHERE status = ? AND not_before <= ?",
+            (QUEUED, at),
+        )
+        return [row["endpoint_name"] for row in rows]
+
+    def claim_invocations(
+        self, endpoint_name: str, limit: int, at: float, *, expired_only: bool = False
+    ) -> Sequence[AsyncInvocationRow]:
+        """Mark up to ``limit`` of an endpoint's queued invocations running, oldest first.
+
+        ``expired_only`` takes only rows whose time to live ended before ``at``.
+        Each claimed row's ``attempts`` goes up by one.
+        """
+        query = (
+            "SELECT * FROM async_invocations"
+            " WHERE endpoint_name = ? AND status = ? AND not_before <= ?"
+        )
+        if expired_only:
+            query += " AND expires <= ?"
+        query += " ORDER BY seq LIMIT ?"
+        arguments: tuple[Any, ...] = (endpoint_name, QUEUED, at)
+        if expired_only:
+            arguments += (at,)
+
+        with self._transaction():
+            rows = self._db.execute(query, (*arguments, limit)).fetchall()
+            self._db.executemany(
+                "UPDATE async_invocations SET status = ?, attempts = attempts + 1 WHERE seq = ?",
+                [(RUNNING, row["seq"]) for row in rows],
+            )
+        claimed = [_to_invocation(row) for row in rows]
+        for invocation in claimed:
+            invocation.attempts += 1
+        return claimed
+
+    def release_invocation(self, seq: int, not_before: float) -> None:
+        """Undo a claim: queue the invocation again, to be taken no earlier than ``not_before``."""
+        self._db.execute(
+            "UPDATE async_invocations SET status = ?, not_before = ?, attempts = attempts - 1"
+            " WHERE seq = ?",
+            (QUEUED, not_before, seq),
+        )
+
+    def finish_invocation(self, seq: int) -> None:
+        """Forget an invocation whose output or failure has been written."""
+        self._db.execute("DELETE FROM async_invocations WHERE seq = ?", (seq,))
+
+
+def _to_invocation(row: sqlite3.Row) -> AsyncInvocationRow:
+    return AsyncInvocationRow(
+        inference_id=row["inference_id"],
+        endpoint_name=row["endpoint_name"],
+        received=row["received"],
+        expires=row["expires"],
+        request=json.loads(row["request"]),
+        body=row["body"],
+        not_before=row["not_before"],
+        attempts=row["attempts"],
+        seq=row["seq"],
+    )
 
 
 def _to_record(row: sqlite3.Row) -> Record:

@@ -1,0 +1,193 @@
+"""Faults under load: instance kills, hung instances, back-pressure, graceful shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.harness import Server, deploy, write_model
+
+ECHO_MODEL = """
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, data, content_type, accept):
+    return b"ok", "text/plain"
+"""
+
+# Signals through a file that the request reached the model, then sleeps.
+SLOW_MODEL = """
+import os
+import time
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, data, content_type, accept):
+    marker = data.decode()
+    if marker:
+        open(marker, "w").close()
+    time.sleep(2)
+    return b"done", "text/plain"
+"""
+
+
+def started(server: Server) -> Iterator[Server]:
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.stop()
+
+
+@pytest.fixture
+def tuned_server(tmp_path: Path) -> Iterator[Server]:
+    """A server that checks instance health five times a second."""
+    yield from started(Server(tmp_path / "data", extra_args=["--health-check-interval", "0.2"]))
+
+
+@pytest.fixture
+def queueless_server(tmp_path: Path) -> Iterator[Server]:
+    """A server that queues no request beyond one per worker."""
+    yield from started(Server(tmp_path / "data", extra_args=["--max-queued-requests", "0"]))
+
+
+def instance_pids(server: Server) -> list[int]:
+    assert server.process is not None
+    children = psutil.Process(server.process.pid).children()
+    return sorted(c.pid for c in children if "sageport.runtime" in " ".join(c.cmdline()))
+
+
+def wait_for(condition: object, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def outcome(server: Server, name: str, body: bytes = b"") -> str:
+    """Invoke once and name the result: "ok" or the AWS error code."""
+    runtime = server.client("sagemaker-runtime")
+    try:
+        runtime.invoke_endpoint(EndpointName=name, Body=body or b"x", ContentType="text/plain")
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return "ok"
+
+
+def test_instance_killed_under_load(tuned_server: Server, tmp_path: Path) -> None:
+    deploy(tuned_server, "killed", str(write_model(tmp_path, ECHO_MODEL)), instance_count=2)
+    victim, survivor = instance_pids(tuned_server)
+    results: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            results[outcome(tuned_server, "killed")] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: results["ok"] >= 50)
+    os.killpg(victim, signal.SIGKILL)
+    replaced = wait_for(lambda: len(set(instance_pids(tuned_server)) - {victim, survivor}) == 1)
+    served_after = results["ok"]
+    wait_for(lambda: results["ok"] >= served_after + 50)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert replaced
+    assert results["ok"] >= served_after + 50
+    # Only requests the killed instance held may fail, and each with an AWS error.
+    assert set(results) <= {"ok", "ModelError", "ServiceUnavailable"}
+    assert results["ModelError"] + results["ServiceUnavailable"] <= 4
+    assert survivor in instance_pids(tuned_server)
+
+
+def test_lone_instance_comes_back(tuned_server: Server, tmp_path: Path) -> None:
+    deploy(tuned_server, "lone", str(write_model(tmp_path, ECHO_MODEL)))
+    (victim,) = instance_pids(tuned_server)
+
+    os.killpg(victim, signal.SIGKILL)
+    while_down = outcome(tuned_server, "lone")
+    back = wait_for(lambda: outcome(tuned_server, "lone") == "ok")
+
+    assert while_down in {"ok", "ServiceUnavailable"}
+    assert back
+    assert victim not in instance_pids(tuned_server)
+
+
+def test_hung_instance_is_replaced(tuned_server: Server, tmp_path: Path) -> None:
+    deploy(tuned_server, "hung", str(write_model(tmp_path, ECHO_MODEL)))
+    (victim,) = instance_pids(tuned_server)
+
+    # A stopped process group accepts connections (the kernel queues them) but
+    # never answers, which is what a hung model server looks like from outside.
+    os.killpg(victim, signal.SIGSTOP)
+    replaced = wait_for(lambda: instance_pids(tuned_server) not in ([], [victim]), timeout=60)
+
+    assert replaced
+    assert wait_for(lambda: outcome(tuned_server, "hung") == "ok")
+    assert "failed 3 health checks in a row" in tuned_server.output()
+
+
+def test_full_instance_sheds_load(queueless_server: Server, tmp_path: Path) -> None:
+    deploy(queueless_server, "busy", str(write_model(tmp_path, SLOW_MODEL)))
+    marker = tmp_path / "started"
+    first: list[str] = []
+    thread = threading.Thread(
+        target=lambda: first.append(outcome(queueless_server, "busy", str(marker).encode()))
+    )
+    thread.start()
+    assert wait_for(marker.exists)
+
+    runtime = queueless_server.client("sagemaker-runtime")
+    with pytest.raises(runtime.exceptions.ServiceUnavailable) as excinfo:
+        runtime.invoke_endpoint(EndpointName="busy", Body=b"", ContentType="text/plain")
+    thread.join(timeout=30)
+
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert "at capacity" in excinfo.value.response["Error"]["Message"]
+    assert first == ["ok"]
+
+
+def test_sigterm_finishes_in_flight_request(tuned_server: Server, tmp_path: Path) -> None:
+    deploy(tuned_server, "draining", str(write_model(tmp_path, SLOW_MODEL)))
+    marker = tmp_path / "started"
+    result: list[str] = []
+    thread = threading.Thread(
+        target=lambda: result.append(outcome(tuned_server, "draining", str(marker).encode()))
+    )
+    thread.start()
+    assert wait_for(marker.exists)
+
+    code = tuned_server.stop(signal.SIGTERM)
+    thread.join(timeout=30)
+
+    assert result == ["ok"]
+    assert code == 0
+
+
+def test_idle_instance_keeps_passing_checks(tuned_server: Server, tmp_path: Path) -> None:
+    deploy(tuned_server, "idle", str(write_model(tmp_path, ECHO_MODEL)))
+    (instance,) = instance_pids(tuned_server)
+
+    # The invocation leaves a keep-alive connection to the instance's only
+    # worker; health checks must share it rather than queue behind it.
+    assert outcome(tuned_server, "idle") == "ok"
+    time.sleep(8)
+
+    assert instance_pids(tuned_server) == [instance]
+    assert "health checks in a row" not in tuned_server.output()
+    assert outcome(tuned_server, "idle") == "ok"
