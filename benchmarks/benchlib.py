@@ -255,18 +255,33 @@ def start_sageport(data_dir: Path, log_dir: Path) -> tuple[Started, str]:
 
 def sagemaker_client(url: str) -> Any:
     """Return a boto3 SageMaker client for ``url`` with throwaway keys and no AWS files."""
+    return _local_session().client(
+        "sagemaker", endpoint_url=url, config=Config(retries={"total_max_attempts": 1})
+    )
+
+
+def sagemaker_runtime_client(url: str, read_timeout_seconds: float) -> Any:
+    """Return a SageMaker Runtime client for ``url`` that never retries, so every failure shows."""
+    config = Config(
+        retries={"total_max_attempts": 1},
+        connect_timeout=2,
+        read_timeout=read_timeout_seconds,
+    )
+    return _local_session().client("sagemaker-runtime", endpoint_url=url, config=config)
+
+
+def _local_session() -> boto3.session.Session:
+    # Without these, botocore would read the user's AWS files and could ask
+    # the instance metadata address for credentials.
     os.environ.update(
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",
     )
-    session = boto3.session.Session(
+    return boto3.session.Session(
         aws_access_key_id="AKIDSAGEPORTBENCH",
         aws_secret_access_key="sageport-bench-secret",
         region_name="us-east-1",
-    )
-    return session.client(
-        "sagemaker", endpoint_url=url, config=Config(retries={"total_max_attempts": 1})
     )
 
 

@@ -396,3 +396,86 @@ def test_model_code_runs_outside_server(server: Server, tmp_path: Path) -> None:
     assert sagemaker.describe_endpoint(EndpointName="crashes")["EndpointStatus"] == "InService"
     assert server.process is not None
     assert server.process.poll() is None
+
+
+@pytest.mark.parametrize("attributes", ["trace=\x01", "trace=\x7f"])
+def test_control_characters_in_custom_attributes_rejected(
+    server: Server, iris_endpoint: str, attributes: str
+) -> None:
+    runtime = server.client("sagemaker-runtime")
+
+    with pytest.raises(runtime.exceptions.ValidationError) as excinfo:
+        runtime.invoke_endpoint(
+            EndpointName=iris_endpoint,
+            Body=json.dumps(ROWS).encode(),
+            ContentType="application/json",
+            CustomAttributes=attributes,
+        )
+
+    # The HTTP parser rejects the request before any handler sees it.
+    assert "is not valid HTTP/1.1" in error_of(excinfo)["Error"]["Message"]
+
+
+def test_invalid_response_custom_attributes_dropped(server: Server, tmp_path: Path) -> None:
+    archive = write_model(
+        tmp_path,
+        """
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, data, content_type, accept, context):
+    context.response_custom_attributes = "x" * 2000
+    return b"ok", "text/plain"
+""",
+    )
+    deploy(server, "long-attributes", str(archive))
+
+    response = invoke(server, "long-attributes", b"x", ContentType="text/plain")
+
+    assert response["Body"] == b"ok"
+    assert "CustomAttributes" not in response
+
+
+def test_instance_environment_has_no_server_secrets(tmp_path: Path) -> None:
+    secrets = {
+        "AWS_SECRET_ACCESS_KEY": "server-secret-value",
+        "SAGEPORT_ACCESS_KEYS": "AKIDSERVERKEY0001:server-key-secret",
+        "AWS_SESSION_TOKEN": "server-session-token",
+    }
+    server = Server(
+        tmp_path / "data",
+        extra_environment=secrets,
+        client_keys={
+            "AWS_ACCESS_KEY_ID": "AKIDSERVERKEY0001",
+            "AWS_SECRET_ACCESS_KEY": "server-key-secret",
+        },
+    )
+    server.start()
+    try:
+        archive = write_model(
+            tmp_path / "model",
+            """
+import json
+import os
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, data, content_type, accept):
+    return json.dumps(dict(os.environ)), "application/json"
+""",
+        )
+        deploy(
+            server,
+            "environment",
+            str(archive),
+            environment={"MODEL_SETTING": "kept"},
+        )
+        environment = json.loads(invoke(server, "environment", b"x")["Body"])
+    finally:
+        server.stop()
+
+    assert environment["MODEL_SETTING"] == "kept"
+    for name, value in secrets.items():
+        assert name not in environment
+        assert value not in json.dumps(environment)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -117,3 +119,66 @@ def test_store_survives_restart(fresh_server: Server) -> None:
     del before["ResponseMetadata"], after["ResponseMetadata"]
     assert json.dumps(after, default=str) == json.dumps(before, default=str)
     assert os.path.exists(fresh_server.data_dir / "sageport.db")
+
+
+def test_kill_9_under_load_loses_nothing(fresh_server: Server, tmp_path: Path) -> None:
+    archive = write_model(tmp_path, ECHO_MODEL)
+    names = ["loaded-a", "loaded-b"]
+    for name in names:
+        deploy(fresh_server, name, str(archive), instance_count=2)
+    sagemaker = fresh_server.client("sagemaker")
+    before = {
+        "models": sorted(m["ModelName"] for m in sagemaker.list_models()["Models"]),
+        "configs": sorted(
+            c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]
+        ),
+        "endpoints": sorted(e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]),
+    }
+    old_pids = instance_pids(fresh_server)
+    served = {"count": 0}
+    stop = threading.Event()
+
+    def load(name: str) -> None:
+        runtime = fresh_server.client("sagemaker-runtime")
+        while not stop.is_set():
+            try:
+                runtime.invoke_endpoint(EndpointName=name, Body=b"x", ContentType="text/plain")
+                served["count"] += 1
+            except Exception:  # noqa: BLE001 - the server is being killed; any error is expected
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=load, args=(name,)) for name in names * 2]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while served["count"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    fresh_server.stop(signal.SIGKILL)
+    orphans = wait_gone(old_pids)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    with sqlite3.connect(fresh_server.data_dir / "sageport.db") as db:
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+    fresh_server.start()
+    sagemaker = fresh_server.client("sagemaker")
+    after = {
+        "models": sorted(m["ModelName"] for m in sagemaker.list_models()["Models"]),
+        "configs": sorted(
+            c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]
+        ),
+        "endpoints": sorted(e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]),
+    }
+    answers = [invoke_when_ready(fresh_server, name) for name in names]
+    statuses = [
+        wait_for_status(fresh_server, name, {"InService"})["EndpointStatus"] for name in names
+    ]
+
+    assert served["count"] >= 100
+    assert orphans == []
+    assert integrity == "ok"
+    assert after == before
+    assert answers == [b"echo:hi", b"echo:hi"]
+    assert statuses == ["InService", "InService"]
+    assert not set(instance_pids(fresh_server)) & set(old_pids)

@@ -234,3 +234,16 @@ def test_non_ascii_response_header_replaced() -> None:
     headers = render_invoke_headers("InvokeEndpoint", {"CustomAttributes": "caf\u00e9"})
 
     assert headers == [(b"x-amzn-sagemaker-custom-attributes", b"caf?")]
+
+
+def test_custom_attributes_must_be_visible_ascii() -> None:
+    # Characters the HTTP parser lets through but SageMaker's rule does not.
+    with pytest.raises(ValidationError, match="visible US-ASCII"):
+        validate_invoke_headers(
+            "InvokeEndpoint", "ep", {"X-Amzn-SageMaker-Custom-Attributes": "a\x7fb"}
+        )
+
+    members = validate_invoke_headers(
+        "InvokeEndpoint", "ep", {"X-Amzn-SageMaker-Custom-Attributes": "trace=1\tspan=2"}
+    )
+    assert members["CustomAttributes"] == "trace=1\tspan=2"

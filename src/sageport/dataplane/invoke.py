@@ -23,6 +23,10 @@ logger = logging.getLogger("sageport.dataplane")
 CONTAINER_NAME = "primary"
 # The longest container response quoted back in a ModelError; the rest is in the logs.
 MAX_ORIGINAL_MESSAGE = 16 * 1024
+# Custom attributes are visible US-ASCII (RFC 7230 field values: VCHAR, space and
+# tab), at most 1024 characters, both in requests and in the model's responses.
+MAX_CUSTOM_ATTRIBUTES = 1024
+_VISIBLE_ASCII = frozenset(range(0x20, 0x7F)) | {0x09}
 # Sent when the caller gave no Content-Type, so the model sees an honest "unknown bytes".
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
@@ -90,10 +94,31 @@ async def invoke(
         body=response.body,
         content_type=content_type.decode("latin-1") if content_type else DEFAULT_CONTENT_TYPE,
         variant=variant.name,
-        custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
+        custom_attributes=relayed_custom_attributes(route, custom_attributes),
         model_latency_us=int(latency) if latency and latency.isdigit() else None,
         upstream_us=upstream_us,
     )
+
+
+def valid_custom_attributes(value: str) -> bool:
+    """Return whether ``value`` may travel as SageMaker custom attributes."""
+    return len(value) <= MAX_CUSTOM_ATTRIBUTES and all(ord(c) in _VISIBLE_ASCII for c in value)
+
+
+def relayed_custom_attributes(route: EndpointRoute, raw: bytes | None) -> str | None:
+    """Return the model's custom attributes for the caller, or None if missing or invalid."""
+    if raw is None:
+        return None
+    value = raw.decode("latin-1")
+    if valid_custom_attributes(value):
+        return value
+    logger.warning(
+        "Endpoint %s returned custom attributes that are not visible ASCII of at most %d "
+        "characters; they are not passed to the caller",
+        route.name,
+        MAX_CUSTOM_ATTRIBUTES,
+    )
+    return None
 
 
 def available_instance(

@@ -29,6 +29,7 @@ from sageport.dataplane.invoke import (
     connection_lost_error,
     mark_unreachable,
     model_error,
+    relayed_custom_attributes,
     timed_out_error,
 )
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
@@ -60,7 +61,7 @@ class ResponseStream:
         content_type = response.headers.get(b"content-type")
         custom_attributes = response.headers.get(b"x-amzn-sagemaker-custom-attributes")
         self.content_type = content_type.decode("latin-1") if content_type else DEFAULT_CONTENT_TYPE
-        self.custom_attributes = custom_attributes.decode("latin-1") if custom_attributes else None
+        self.custom_attributes = relayed_custom_attributes(route, custom_attributes)
         self.bytes_relayed = 0
         self._response = response
         self.deadline = _stream_deadline(response, variant.timeout)

@@ -20,6 +20,7 @@ connection, and the handler waiting for that body, forever. uvicorn's
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -137,7 +138,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             status, message = self._rejection
             self._reject(status, message)
             return
-        super().send_400_response(msg)
+        self._reject(b"400 Bad Request", f"The request is not valid HTTP/1.1: {msg}")
 
     def _on_header_timeout(self) -> None:
         self._guard_timer = None
@@ -162,13 +163,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         logger.info("Rejected a request from %s: %s", _peer(self.client), message)
-        body = message.encode("ascii")
-        self.transport.write(
-            b"HTTP/1.1 " + status + b"\r\n"
-            b"content-type: text/plain; charset=utf-8\r\n"
-            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n"
-            b"connection: close\r\n\r\n" + body
-        )
+        self.transport.write(_aws_error_response(status, message))
         self.transport.close()
 
     def _arm(self, delay: float, callback: Any) -> None:
@@ -179,6 +174,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._guard_timer is not None:
             self._guard_timer.cancel()
             self._guard_timer = None
+
+
+def _aws_error_response(status: bytes, message: str) -> bytes:
+    """Build an error both AWS protocols parse, for a request too broken to route.
+
+    The request never reached a handler, so which API it was for is unknown.
+    botocore reads a runtime (REST-JSON) error's code from ``x-amzn-ErrorType``
+    and a control-plane (AWS JSON 1.1) error's code from ``__type``, so each
+    carries the name its own API uses for bad input.
+    """
+    body = json.dumps(
+        {"__type": "ValidationException", "message": message, "Message": message}
+    ).encode()
+    return (
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"content-type: application/json\r\n"
+        b"x-amzn-errortype: ValidationError\r\n"
+        b"content-length: " + str(len(body)).encode("ascii") + b"\r\n"
+        b"connection: close\r\n\r\n" + body
+    )
 
 
 def guarded_protocol(limits: RequestLimits) -> type[GuardedHttpToolsProtocol]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from sageport.dataplane.invoke import valid_custom_attributes
 from sageport.errors import ValidationError
 from sageport.protocol.errors import Headers
 from sageport.protocol.models import runtime_model
@@ -56,6 +57,15 @@ def validate_invoke_headers(
         type_error=ValidationError,
         ignore_members=ignored,
     )
+    # The model's pattern, \p{ASCII}*, admits control characters; SageMaker's
+    # documentation asks for visible ASCII, and a model must be able to trust it.
+    custom_attributes = params.get("CustomAttributes")
+    if custom_attributes is not None and not valid_custom_attributes(custom_attributes):
+        raise ValidationError(
+            "1 validation error detected: Value at 'customAttributes' failed to satisfy "
+            "constraint: Member must contain only visible US-ASCII characters (0x20-0x7E) "
+            "and tabs."
+        )
     return params
 
 
