@@ -3,14 +3,14 @@
     uv run python benchmarks/soak.py [--seconds 60] [--clients 8] [--kill-every 5]
 
 Starts ``sageport serve`` (pinned to CPU 0) and deploys three endpoints: the
-iris example with 2 instances, a slow echo model that streams its answer in
-chunks (1 instance, 2 workers), and the iris example in two production
-variants. A bounded pool of client threads, each with its own boto3 client
-that never retries, sends InvokeEndpoint with JSON and CSV bodies and
-InvokeEndpointWithResponseStream, and checks every answer. Meanwhile a killer
-thread sends SIGKILL to the process group of a random instance (a
-``python -m sageport.runtime`` child of the server) every ``--kill-every``
-seconds.
+iris example with 2 instances, a slow echo model that streams the request
+body back in chunks (1 instance, 2 workers), and the iris example in two
+production variants. A bounded pool of client threads, each with its own
+boto3 client that never retries, sends InvokeEndpoint with JSON and CSV
+bodies and InvokeEndpointWithResponseStream, and checks every response body.
+Meanwhile a killer thread sends SIGKILL to the process group of a random
+instance (a ``python -m sageport.runtime`` child of the server) every
+``--kill-every`` seconds.
 
 At the end the script prints requests sent, succeeded, failed by cause (the
 AWS error code, or a connection error), lost (no response at all, or still
@@ -143,18 +143,23 @@ def deploy(client: Any, endpoint: str, variants: list[Variant]) -> None:
 # --- Requests -------------------------------------------------------------------
 
 
+# The production variant that served a call, and the response body.
+Response = tuple[str, bytes]
+
+
 @dataclass(frozen=True)
 class Request:
-    """One call to make: the endpoint, a function that makes it, and a check of the body."""
+    """One call to make: the endpoint, a function that makes it, and checks of the response."""
 
     endpoint: str
-    send: Callable[[Any], bytes]
+    send: Callable[[Any], Response]
     expected: Callable[[bytes], bool]
+    target_variant: str | None = None
 
 
-def is_species_list(answer: bytes, count: int) -> bool:
+def is_species_list(response_body: bytes, count: int) -> bool:
     try:
-        names = json.loads(answer)
+        names = json.loads(response_body)
     except ValueError:
         return False
     return isinstance(names, list) and len(names) == count and set(names) <= set(SPECIES)
@@ -165,48 +170,48 @@ def iris_json(rng: random.Random, rows: list[list[float]], endpoint: str) -> Req
     body = json.dumps(rows[:count])
     target = rng.choice([None, "A", "B"]) if endpoint == SPLIT else None
 
-    def send(client: Any) -> bytes:
+    def send(client: Any) -> Response:
         arguments = {"EndpointName": endpoint, "ContentType": "application/json", "Body": body}
         if target is not None:
             arguments["TargetVariant"] = target
         response = client.invoke_endpoint(**arguments)
-        if target is not None and response["InvokedProductionVariant"] != target:
-            return b"wrong variant " + str(response["InvokedProductionVariant"]).encode()
-        return bytes(response["Body"].read())
+        return str(response["InvokedProductionVariant"]), bytes(response["Body"].read())
 
-    return Request(endpoint, send, lambda answer: is_species_list(answer, count))
+    return Request(
+        endpoint, send, lambda response_body: is_species_list(response_body, count), target
+    )
 
 
 def iris_csv(rng: random.Random, rows: list[list[float]]) -> Request:
     count = rng.randint(1, 20)
     body = "\n".join(",".join(str(value) for value in row) for row in rows[:count])
 
-    def send(client: Any) -> bytes:
+    def send(client: Any) -> Response:
         response = client.invoke_endpoint(
             EndpointName=IRIS, ContentType="text/csv", Accept="application/json", Body=body
         )
-        return bytes(response["Body"].read())
+        return str(response["InvokedProductionVariant"]), bytes(response["Body"].read())
 
-    return Request(IRIS, send, lambda answer: is_species_list(answer, count))
+    return Request(IRIS, send, lambda response_body: is_species_list(response_body, count))
 
 
 def echo(rng: random.Random, streamed: bool) -> Request:
     body = json.dumps({"request": rng.getrandbits(64), "padding": "x" * rng.randint(1, 2000)})
     expected = body.encode()
 
-    def send_whole(client: Any) -> bytes:
+    def send_whole(client: Any) -> Response:
         response = client.invoke_endpoint(
             EndpointName=ECHO, ContentType="application/json", Body=body
         )
-        return bytes(response["Body"].read())
+        return str(response["InvokedProductionVariant"]), bytes(response["Body"].read())
 
-    def send_streamed(client: Any) -> bytes:
+    def send_streamed(client: Any) -> Response:
         response = client.invoke_endpoint_with_response_stream(
             EndpointName=ECHO, ContentType="application/json", Body=body
         )
         # An error event (ModelStreamError and the like) raises EventStreamError here.
         parts = [event["PayloadPart"]["Bytes"] for event in response["Body"]]
-        return b"".join(parts)
+        return str(response["InvokedProductionVariant"]), b"".join(parts)
 
     return Request(ECHO, send_streamed if streamed else send_whole, expected.__eq__)
 
@@ -228,13 +233,15 @@ def pick_request(rng: random.Random, rows: list[list[float]]) -> Request:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one request. ``kind`` is succeeded, failed, lost or wrong."""
+    """The outcome of one request, where ``kind`` is succeeded, failed, lost or wrong."""
 
     endpoint: str
     kind: str
     cause: str
     started: float
     finished: float
+    # The variant that served the request, or "" when it failed.
+    variant: str = ""
 
 
 def classify(error: Exception) -> tuple[str, str]:
@@ -257,16 +264,19 @@ def classify(error: Exception) -> tuple[str, str]:
 def call(client: Any, request: Request) -> Outcome:
     started = time.monotonic()
     try:
-        answer = request.send(client)
+        variant, response_body = request.send(client)
     except Exception as error:  # noqa: BLE001 - every failure is counted by its cause
         kind, cause = classify(error)
         return Outcome(request.endpoint, kind, cause, started, time.monotonic())
     finished = time.monotonic()
-    if not request.expected(answer):
-        return Outcome(
-            request.endpoint, "wrong", f"unexpected body {answer[:80]!r}", started, finished
-        )
-    return Outcome(request.endpoint, "succeeded", "", started, finished)
+
+    if request.target_variant is not None and variant != request.target_variant:
+        cause = f"served by variant {variant}, TargetVariant was {request.target_variant}"
+        return Outcome(request.endpoint, "wrong", cause, started, finished, variant)
+    if not request.expected(response_body):
+        cause = f"unexpected body {response_body[:80]!r}"
+        return Outcome(request.endpoint, "wrong", cause, started, finished, variant)
+    return Outcome(request.endpoint, "succeeded", "", started, finished, variant)
 
 
 @dataclass
@@ -334,10 +344,10 @@ def running_instances(server: benchlib.Started, data_dir: Path) -> list[RunningI
 
 
 def kill_instance(instance: RunningInstance) -> None:
-    """SIGKILL the instance's process group, which holds its supervisor and workers."""
+    """SIGKILL the instance's process group, which contains its supervisor and workers."""
     group = os.getpgid(instance.pid)
     # The server starts every instance in a session of its own. Any other group
-    # would be the server's or ours, so refuse rather than kill it.
+    # would be the server's or ours, so raise rather than kill it.
     if group != instance.pid:
         raise RuntimeError(f"instance {instance.pid} is in process group {group}, not its own")
     os.killpg(group, signal.SIGKILL)
@@ -390,14 +400,19 @@ def killer_loop(
 # --- Reporting ------------------------------------------------------------------------
 
 
-def recovery_seconds(kill: Kill, outcomes: list[Outcome]) -> float | None:
-    """Return seconds from the kill until a request sent after it succeeded on its endpoint."""
+def recovery_seconds(kill: Kill, outcomes: list[Outcome], *, same_variant: bool) -> float | None:
+    """Return seconds from the kill until a request sent after it succeeded.
+
+    The request counts when it went to the killed instance's endpoint, and with
+    ``same_variant`` only when that instance's variant served it.
+    """
     finishes = [
         outcome.finished
         for outcome in outcomes
         if outcome.kind == "succeeded"
         and outcome.endpoint == kill.instance.endpoint
         and outcome.started >= kill.at
+        and (not same_variant or outcome.variant == kill.instance.variant)
     ]
     return min(finishes) - kill.at if finishes else None
 
@@ -425,26 +440,34 @@ def print_outcomes(outcomes: list[Outcome], hung: list[tuple[str, float]], secon
 
 def print_kills(kills: list[Kill], outcomes: list[Outcome], run_started: float) -> None:
     print(f"\nKills: {len(kills)} (SIGKILL to an instance's process group)")
+    print("Seconds from the kill until a request sent after it succeeded on the endpoint,")
+    print("on the killed instance's variant, and until the server had started a new instance:")
     print(
         f"{'at s':>6}  {'endpoint':<11} {'variant':<10} {'pid':>7} "
-        f"{'recovered s':>11} {'new instance s':>14}"
+        f"{'endpoint s':>10} {'variant s':>9} {'restart s':>9}"
     )
-    recoveries = []
+    recoveries: dict[bool, list[float]] = {False: [], True: []}
     for kill in kills:
-        recovered = recovery_seconds(kill, outcomes)
-        if recovered is not None:
-            recoveries.append(recovered)
+        cells = []
+        for same_variant in (False, True):
+            recovered = recovery_seconds(kill, outcomes, same_variant=same_variant)
+            if recovered is not None:
+                recoveries[same_variant].append(recovered)
+            cells.append("never" if recovered is None else f"{recovered:.3f}")
         replaced = "-" if kill.replaced_after is None else f"{kill.replaced_after:.3f}"
         print(
             f"{kill.at - run_started:>6.1f}  {kill.instance.endpoint:<11} "
             f"{kill.instance.variant:<10} {kill.instance.pid:>7} "
-            f"{'never' if recovered is None else f'{recovered:.3f}':>11} {replaced:>14}"
+            f"{cells[0]:>10} {cells[1]:>9} {replaced:>9}"
         )
-    if recoveries:
-        print(
-            f"Time to recover: median {statistics.median(recoveries):.3f} s, "
-            f"max {max(recoveries):.3f} s ({len(kills) - len(recoveries)} never recovered)"
-        )
+
+    for same_variant, label in ((False, "endpoint"), (True, "variant")):
+        times = recoveries[same_variant]
+        if times:
+            print(
+                f"Time to recover ({label}): median {statistics.median(times):.3f} s, "
+                f"max {max(times):.3f} s, {len(kills) - len(times)} never recovered"
+            )
 
 
 def print_fleet(server: benchlib.Started, data_dir: Path, expected: int, client: Any) -> None:

@@ -38,7 +38,9 @@ class Application:
         self.routing = RoutingTable()
         arns = Arns(settings.account_id)
         self.reconciler = Reconciler(settings, self.store, self.routing, arns)
-        self.control = ControlPlane(self.store, arns, self.reconciler.notify)
+        self.control = ControlPlane(
+            self.store, arns, self.reconciler.notify, settings.max_instances_per_variant
+        )
         self.keys = KeyRing(settings.credentials_path, settings.environment_keys)
         authenticate = SigV4Verifier(self.keys) if settings.auth_mode == "sigv4" else None
         self._control_api = ControlPlaneAPI(self.control, settings.region, authenticate)

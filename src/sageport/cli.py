@@ -17,9 +17,11 @@ from sageport.auth.keys import AccessKey
 from sageport.auth.mode import AuthMode, UnsafeAuthMode, resolve_auth_mode
 from sageport.hosting.images import ImageRule, ImageTableError, load_image_table
 from sageport.protocol.http_limits import RequestLimits
+from sageport.store.lock import DataDirectoryInUse
 
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
+EXIT_IN_USE = 4
 
 
 def _default_data_dir() -> Path:
@@ -98,6 +100,13 @@ def main() -> None:
     type=click.IntRange(0),
     envvar="SAGEPORT_MAX_QUEUED_REQUESTS",
     help="Requests that may wait for a busy instance before callers get ServiceUnavailable.",
+)
+@click.option(
+    "--max-instances-per-variant",
+    default=20,
+    type=click.IntRange(1),
+    envvar="SAGEPORT_MAX_INSTANCES_PER_VARIANT",
+    help="Most instances (processes) one production variant may ask for.",
 )
 @click.option(
     "--health-check-interval",
@@ -183,6 +192,7 @@ def serve(
     startup_timeout: float,
     allowed_test_targets: tuple[str, ...],
     max_queued_requests: int,
+    max_instances_per_variant: int,
     health_check_interval: float,
     image_table: Path | None,
     auth_mode: AuthMode | None,
@@ -212,6 +222,7 @@ def serve(
         startup_timeout=startup_timeout,
         allowed_test_targets=origins,
         max_queued_requests=max_queued_requests,
+        max_instances_per_variant=max_instances_per_variant,
         health_check_interval=health_check_interval,
         image_rules=_image_rules(image_table),
         auth_mode=resolved_auth_mode,
@@ -229,7 +240,17 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    run(settings, log_level)
+    try:
+        run(settings, log_level)
+    except DataDirectoryInUse as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_IN_USE)
+
+
+# Every option of serve reads an environment variable; --help names it.
+for _option in serve.params:
+    if isinstance(_option, click.Option) and _option.envvar:
+        _option.show_envvar = True
 
 
 def _environment_keys() -> tuple[AccessKey, ...]:

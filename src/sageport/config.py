@@ -32,6 +32,8 @@ class Settings:
     # Requests that may wait for a busy instance, beyond one per worker, before
     # callers get a retryable ServiceUnavailable instead.
     max_queued_requests: int = 100
+    # The most instances one production variant may ask for.
+    max_instances_per_variant: int = 20
     # Seconds between /ping checks of an idle instance in service.
     health_check_interval: float = 5.0
     # Which command serves which container Image; empty runs every image on the

@@ -14,13 +14,26 @@ import uvicorn
 from sageport.app import Application
 from sageport.config import Settings
 from sageport.protocol.http_limits import guarded_protocol
+from sageport.store.lock import lock_data_directory
 
 logger = logging.getLogger("sageport.server")
 
 
 def run(settings: Settings, log_level: str = "info") -> None:
     """Serve until a signal arrives; uvicorn then stops accepting, finishes
-    in-flight requests and runs the lifespan shutdown, which stops instances."""
+    in-flight requests and runs the lifespan shutdown, which stops instances.
+
+    Raises DataDirectoryInUse, before touching any process or the store, when
+    another server runs on the same data directory.
+    """
+    lock = lock_data_directory(settings.data_dir)
+    try:
+        _serve(settings, log_level)
+    finally:
+        lock.close()
+
+
+def _serve(settings: Settings, log_level: str) -> None:
     app = Application(settings)
     server_config = uvicorn.Config(
         app,

@@ -268,6 +268,23 @@ def test_async_input_and_body_rejected(server: Server, echo_endpoint: AsyncEndpo
     )
 
 
+@pytest.mark.parametrize("extension", ["../../escaped", "a/../../b", "/absolute"])
+def test_async_extension_cannot_leave_output_path(
+    server: Server, echo_endpoint: AsyncEndpoint, extension: str
+) -> None:
+    runtime = server.client("sagemaker-runtime")
+
+    with pytest.raises(ClientError) as caught:
+        runtime.invoke_endpoint_async(
+            EndpointName=echo_endpoint.name,
+            InputLocation=echo_endpoint.write_input("escape.txt", "x"),
+            S3OutputPathExtension=extension,
+        )
+
+    assert caught.value.response["Error"]["Code"] == "ValidationError"
+    assert "S3OutputPathExtension" in caught.value.response["Error"]["Message"]
+
+
 def test_async_https_input_rejected(server: Server, echo_endpoint: AsyncEndpoint) -> None:
     runtime = server.client("sagemaker-runtime")
 

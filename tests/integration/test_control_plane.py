@@ -394,3 +394,20 @@ def test_aws_cli_deploys_and_lists(server: Server, echo_model: Path) -> None:
         ("cli-endpoint", "InService")
     ]
     assert isinstance(endpoints[0]["CreationTime"], float)
+
+
+def test_instance_count_over_limit_is_refused(server: Server) -> None:
+    sagemaker = server.client("sagemaker")
+    create_model(sagemaker, "too-many")
+
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.create_endpoint_config(
+            EndpointConfigName="too-many",
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "too-many",
+                                 "InitialInstanceCount": 1000, "InstanceType": "ml.m5.large"}],
+        )  # fmt: skip
+
+    code, message, status = client_error(excinfo)
+    assert (code, status) == ("ResourceLimitExceeded", 400)
+    assert "asks for 1000 instances" in message
+    assert "--max-instances-per-variant" in message

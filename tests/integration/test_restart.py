@@ -6,13 +6,15 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import psutil
 
-from tests.harness import Server, deploy, wait_for_status, write_model
+from tests.harness import Server, deploy, free_port, wait_for_status, write_model
 
 ECHO_MODEL = """
 def model_fn(model_dir):
@@ -182,3 +184,20 @@ def test_kill_9_under_load_loses_nothing(fresh_server: Server, tmp_path: Path) -
     assert answers == [b"echo:hi", b"echo:hi"]
     assert statuses == ["InService", "InService"]
     assert not set(instance_pids(fresh_server)) & set(old_pids)
+
+
+def test_second_server_on_same_data_dir_refused(fresh_server: Server, tmp_path: Path) -> None:
+    deploy(fresh_server, "guarded", str(write_model(tmp_path, ECHO_MODEL)))
+    pids = instance_pids(fresh_server)
+
+    second = subprocess.run(
+        [sys.executable, "-m", "sageport", "serve", "--port", str(free_port()),
+         "--data-dir", str(fresh_server.data_dir)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert second.returncode == 4
+    assert "Another sageport serve" in second.stderr
+    assert f"pid {fresh_server.process.pid if fresh_server.process else ''}" in second.stderr
+    assert instance_pids(fresh_server) == pids
+    assert invoke_echo(fresh_server, "guarded") == b"echo:hi"

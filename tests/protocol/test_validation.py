@@ -12,6 +12,7 @@ from sageport.protocol.models import control_plane_model, runtime_model
 from sageport.protocol.patterns import compile_pattern
 from sageport.protocol.validation import (
     CONSTRAINT_OVERRIDES,
+    LOCAL_MODEL_DATA_PATTERN,
     MAX_DEPTH,
     parse_timestamps,
     validate,
@@ -382,7 +383,14 @@ def test_model_data_url_accepts_local(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["model.tar.gz", "ftp://host/model.tar.gz", "file://host/m.tar.gz", "/"]
+    "url",
+    [
+        "model.tar.gz",
+        "ftp://host/model.tar.gz",
+        "file://host/m.tar.gz",
+        "/",
+        "http://example.com/model.tar.gz",
+    ],
 )
 def test_model_data_url_rejects_others(url: str) -> None:
     params = {"ModelName": "m", "PrimaryContainer": {"Image": "img", "ModelDataUrl": url}}
@@ -392,8 +400,17 @@ def test_model_data_url_rejects_others(url: str) -> None:
     assert message == (
         f"1 validation error detected: Value '{url}' at 'primaryContainer.modelDataUrl' failed "
         "to satisfy constraint: Member must satisfy regular expression pattern: "
-        "^((https|s3)://([^/]+)/?(.*)|file://(localhost)?/.+|/.+)"
+        f"^{LOCAL_MODEL_DATA_PATTERN}"
     )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9000/model.tar.gz", "http://localhost/m.tar.gz", "http://[::1]/m"]
+)
+def test_model_data_url_accepts_loopback_http(url: str) -> None:
+    params = {"ModelName": "m", "PrimaryContainer": {"Image": "img", "ModelDataUrl": url}}
+
+    validate(_input_shape("CreateModel"), params, error=ValidationException)
 
 
 def test_model_data_source_accepts_local() -> None:

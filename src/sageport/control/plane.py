@@ -17,7 +17,11 @@ from typing import Any
 
 from sageport.control import listing
 from sageport.control.arns import Arns
-from sageport.errors import UnknownOperationException, ValidationException
+from sageport.errors import (
+    ResourceLimitExceeded,
+    UnknownOperationException,
+    ValidationException,
+)
 from sageport.store import AlreadyExists, Record, Store, now
 
 logger = logging.getLogger("sageport.control")
@@ -35,10 +39,17 @@ Operation = Callable[[dict[str, Any], str], Awaitable[dict[str, Any]]]
 class ControlPlane:
     """SageMaker's hosting operations; ``notify`` is called when an endpoint needs converging."""
 
-    def __init__(self, store: Store, arns: Arns, notify: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        arns: Arns,
+        notify: Callable[[str], None],
+        max_instances_per_variant: int = 20,
+    ) -> None:
         self._store = store
         self._arns = arns
         self._notify = notify
+        self._max_instances = max_instances_per_variant
         self.operations: dict[str, Operation] = {
             "CreateModel": self.create_model,
             "DescribeModel": self.describe_model,
@@ -116,6 +127,8 @@ class ControlPlane:
         arn = self._arns.endpoint_config(region, name)
         variants = [_with_variant_defaults(variant) for variant in params["ProductionVariants"]]
         _check_unique_variants(variants)
+        for variant in variants:
+            self._check_instance_count(variant["VariantName"], variant.get("InitialInstanceCount"))
         for variant in variants:
             model_name = variant.get("ModelName")
             if model_name is None:
@@ -285,6 +298,16 @@ class ControlPlane:
         return {"EndpointArn": record.doc["EndpointArn"]}
 
     # Shared steps.
+
+    def _check_instance_count(self, variant_name: str, count: int | None) -> None:
+        # Every instance is a process on this machine, so a typo such as 1000
+        # must not start a thousand of them. SageMaker enforces quotas the same way.
+        if count is not None and count > self._max_instances:
+            raise ResourceLimitExceeded(
+                f"Production variant {variant_name} asks for {count} instances, but this server "
+                f"allows at most {self._max_instances} per variant. Ask for fewer, or start "
+                "sageport serve with a higher --max-instances-per-variant."
+            )
 
     def _check_updatable(self, record: Record) -> None:
         arn = record.doc["EndpointArn"]

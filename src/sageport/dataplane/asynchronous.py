@@ -406,6 +406,13 @@ def _locations(output_config: dict[str, Any], inference_id: str, request: AsyncR
     output_path = output_config["S3OutputPath"]
     failure_path = output_config.get("S3FailurePath") or output_path
     extension = [request.output_path_extension] if request.output_path_extension else []
+    for part in extension:
+        # The extension may not climb out of the configured output paths.
+        if part.startswith("/") or {".", ".."} & set(part.split("/")):
+            raise ValidationError(
+                f"S3OutputPathExtension {part!r} must be a relative path without '.' or '..' "
+                "segments; it is appended to the endpoint config's output paths."
+            )
     output = join_location(output_path, *extension, request.filename or f"{inference_id}.out")
     failure = join_location(failure_path, *extension, f"{inference_id}-error.out")
 

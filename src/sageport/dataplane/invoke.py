@@ -195,7 +195,7 @@ def connection_lost_error(
         exc,
     )
     message = (
-        f"The instance closed the connection before answering ({type(exc).__name__}). "
+        f"The instance closed the connection before its response was complete ({type(exc).__name__}). "
         "It may have crashed or been stopped; its output is in the endpoint's logs."
     )
     return ModelError(

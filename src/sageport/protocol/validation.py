@@ -43,9 +43,13 @@ MAX_DISPLAYED_VALUE = 256
 MAX_DEPTH = 64
 
 # Sageport hosts models from local disk as well as S3 and HTTPS, so the model
-# data locations also accept an absolute path and a file:// URL. The first
+# data locations also accept an absolute path, a file:// URL and plain HTTP
+# from a loopback host (which hosting/artifacts.py fetches). The first
 # alternative is the model's own pattern for these members.
-LOCAL_MODEL_DATA_PATTERN = "((https|s3)://([^/]+)/?(.*)|file://(localhost)?/.+|/.+)"
+LOCAL_MODEL_DATA_PATTERN = (
+    "((https|s3)://([^/]+)/?(.*)|file://(localhost)?/.+|/.+"
+    r"|http://(localhost|127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\])(:[0-9]+)?/.+)"
+)
 
 # Async inference reads its input and writes its results on local disk too, so
 # these locations also accept a file:// URL. The first alternative is the

@@ -94,7 +94,8 @@ function row(endpoint) {
   const href = `/console/endpoints/${encodeURIComponent(endpoint.EndpointName)}`;
   const variants = endpoint.Variants.map((variant) => {
     const count = variant.CurrentInstanceCount ?? variant.InitialInstanceCount;
-    return `${variant.VariantName} (${count} × ${variant.InstanceType})`;
+    const type = variant.InstanceType ? ` × ${variant.InstanceType}` : " instances";
+    return `${variant.VariantName} (${count}${type})`;
   }).join(", ");
   return el("tr", {
     "data-endpoint": endpoint.EndpointName,

@@ -6,7 +6,7 @@ import { loadCards, renderCard, saveCards, storageKey, tickElapsed } from "./car
 import { jsonProblem } from "./json-check.js";
 
 const BODY_KINDS = {
-  json: { label: "JSON", contentType: "application/json", example: '{\n  "instances": [[5.1, 3.5, 1.4, 0.2]]\n}' },
+  json: { label: "JSON", contentType: "application/json", example: "[[5.1, 3.5, 1.4, 0.2]]" },
   csv: { label: "CSV", contentType: "text/csv", example: "5.1,3.5,1.4,0.2" },
   text: { label: "Plain text", contentType: "text/plain", example: "" },
   file: { label: "File (raw bytes)", contentType: "application/octet-stream", example: "" },
