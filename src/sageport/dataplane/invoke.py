@@ -195,8 +195,9 @@ def connection_lost_error(
         exc,
     )
     message = (
-        f"The instance closed the connection before its response was complete ({type(exc).__name__}). "
-        "It may have crashed or been stopped; its output is in the endpoint's logs."
+        "The instance closed the connection before its response was complete "
+        f"({type(exc).__name__}). It may have crashed or been stopped; its output is in the "
+        "endpoint's logs."
     )
     return ModelError(
         f'Received server error (0) from {CONTAINER_NAME} with message "{message}".',
