@@ -13,11 +13,11 @@ instance (a ``python -m sageport.runtime`` child of the server) every
 ``--kill-every`` seconds.
 
 At the end the script prints requests sent, succeeded, failed by cause (the
-AWS error code, or a connection error), lost (no response at all, or still
-waiting past the client timeout) and wrong (a success whose body is not what
-the model sends), and for every kill the time until the next request sent
-after it succeeded on that endpoint. It exits with status 1 when any request
-was lost or wrong.
+AWS error code, or a connection error), lost and wrong. A lost request got
+no response at all, or was still waiting past the client timeout. A wrong
+one succeeded with a body the model does not send. For every kill it prints
+the time until a request sent after the kill succeeded on that endpoint and
+on that variant. It exits with status 1 when any request was lost or wrong.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -191,3 +192,42 @@ def test_idle_instance_keeps_passing_checks(tuned_server: Server, tmp_path: Path
     assert instance_pids(tuned_server) == [instance]
     assert "health checks in a row" not in tuned_server.output()
     assert outcome(tuned_server, "idle") == "ok"
+
+
+COUNTING_MODEL = """
+import time
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, data, content_type, accept):
+    with open(data.decode(), "a") as calls:
+        calls.write("call\\n")
+    time.sleep(1)
+    return b"done", "text/plain"
+"""
+
+
+def test_abandoned_queued_requests_never_reach_model(server: Server, tmp_path: Path) -> None:
+    deploy(server, "abandoned", str(write_model(tmp_path, COUNTING_MODEL)))
+    calls = tmp_path / "calls.txt"
+    body = str(calls).encode()
+    first: list[str] = []
+    thread = threading.Thread(target=lambda: first.append(outcome(server, "abandoned", body)))
+    thread.start()
+    assert wait_for(calls.exists)
+
+    # Five callers send a request while the only worker is busy, then hang up.
+    request = (
+        b"POST /endpoints/abandoned/invocations HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    ) + body
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(request)
+    thread.join(timeout=30)
+    last = outcome(server, "abandoned", body)
+
+    assert first == ["ok"]
+    assert last == "ok"
+    assert calls.read_text().count("call") == 2

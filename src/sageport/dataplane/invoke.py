@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
@@ -50,8 +51,13 @@ async def invoke(
     body: bytes,
     headers: dict[str, str],
     target_variant: str | None,
+    caller_gone: Callable[[], Awaitable[object]] | None = None,
 ) -> InvocationResult:
-    """Send one invocation to the least busy healthy instance of the chosen variant."""
+    """Send one invocation to the least busy healthy instance of the chosen variant.
+
+    ``caller_gone`` returns when the caller disconnects; a request still queued
+    then raises CallerGone and never reaches the model.
+    """
     variant = route.pick_variant(target_variant)
     headers.setdefault("Content-Type", DEFAULT_CONTENT_TYPE)
     if variant.multi_model is not None or "X-Amzn-SageMaker-Target-Model" in headers:
@@ -69,7 +75,7 @@ async def invoke(
         instance.in_flight += 1
         try:
             response = await instance.upstream.post(
-                b"/invocations", forwarded, body, variant.timeout
+                b"/invocations", forwarded, body, variant.timeout, caller_gone
             )
             break
         except UpstreamConnectError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -33,6 +34,10 @@ _KEPT_HEADERS = frozenset(
 
 class UpstreamConnectError(ConnectionError):
     """The instance could not be reached; no byte of the request was sent."""
+
+
+class CallerGone(Exception):
+    """The caller disconnected while its request waited for a connection; nothing was sent."""
 
 
 class UpstreamDisconnected(ConnectionError):
@@ -232,14 +237,26 @@ class UpstreamPool:
         self._size = size
         self._idle: list[_Connection] = []
         self._open = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         self._closed = False
 
     async def post(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float
+        self,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+        caller_gone: Callable[[], Awaitable[object]] | None = None,
     ) -> UpstreamResponse:
-        """Send ``POST path`` and return the response; raise TimeoutError after ``timeout``."""
-        return await self._request(b"POST", path, headers, body, timeout)
+        """Send ``POST path`` and return the response; raise TimeoutError after ``timeout``.
+
+        ``caller_gone`` returns when the caller disconnects. A request still
+        waiting for a connection then raises CallerGone instead of reaching
+        the model: an abandoned request must not hold a place in the queue.
+        """
+        connection = await self._acquire(caller_gone)
+        head = _request_head(b"POST", path, headers, len(body))
+        return await self._send(connection, head, body, timeout)
 
     async def delete(self, path: bytes, timeout: float) -> UpstreamResponse:
         """Send ``DELETE path``; raise TimeoutError after ``timeout``."""
@@ -313,46 +330,93 @@ class UpstreamPool:
             if not waiter.done():
                 waiter.set_exception(UpstreamConnectError("the instance is being stopped"))
 
-    async def _acquire(self) -> _Connection:
+    async def _acquire(
+        self, caller_gone: Callable[[], Awaitable[object]] | None = None
+    ) -> _Connection:
+        """Take a connection, first come first served.
+
+        A released connection goes straight to the longest waiter, so a new
+        request cannot overtake queued ones: under steady load, overtaking
+        starved some requests until their callers gave up.
+        """
         while True:
             if self._closed:
                 raise UpstreamConnectError("the instance is being stopped")
-            while self._idle:
-                connection = self._idle.pop()
-                if connection.reusable:
-                    return connection
-                self._open -= 1
-            if self._open < self._size:
-                self._open += 1
-                try:
-                    return await self._connect()
-                except BaseException:
+            if not self._waiters:
+                while self._idle:
+                    connection = self._idle.pop()
+                    if connection.reusable:
+                        return connection
                     self._open -= 1
-                    self._wake_one()
-                    raise
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                if self._open < self._size:
+                    return await self._open_connection()
+
+            # None means a slot was freed rather than a connection handed over.
+            waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
-            except asyncio.CancelledError:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+                handed = await self._wait(waiter, caller_gone)
+            except (asyncio.CancelledError, CallerGone):
+                self._abandon(waiter)
                 raise
+            if handed is not None:
+                return handed
+            if self._open < self._size:
+                return await self._open_connection()
+
+    @staticmethod
+    async def _wait(
+        waiter: asyncio.Future[_Connection | None],
+        caller_gone: Callable[[], Awaitable[object]] | None,
+    ) -> _Connection | None:
+        if caller_gone is None:
+            return await waiter
+        gone = asyncio.ensure_future(caller_gone())
+        try:
+            await asyncio.wait((waiter, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not waiter.done():
+            raise CallerGone
+        return waiter.result()
+
+    async def _open_connection(self) -> _Connection:
+        self._open += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self._open -= 1
+            self._hand_over(None)
+            raise
+
+    def _abandon(self, waiter: asyncio.Future[_Connection | None]) -> None:
+        """Undo a cancelled wait, passing on whatever it was handed."""
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        if waiter.done() and not waiter.cancelled():
+            handed = waiter.result()
+            if handed is not None:
+                self._release(handed)
+            else:
+                self._hand_over(None)
 
     def _release(self, connection: _Connection) -> None:
         if connection.reusable and not self._closed:
-            self._idle.append(connection)
-        else:
-            connection.close()
-            self._open -= 1
-        self._wake_one()
+            if not self._hand_over(connection):
+                self._idle.append(connection)
+            return
+        connection.close()
+        self._open -= 1
+        self._hand_over(None)
 
-    def _wake_one(self) -> None:
+    def _hand_over(self, connection: _Connection | None) -> bool:
+        """Hand ``connection``, or a freed slot, to the longest waiter; True if one took it."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(connection)
+                return True
+        return False
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()

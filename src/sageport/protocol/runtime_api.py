@@ -14,6 +14,7 @@ from sageport.dataplane.asynchronous import AsyncInvocations
 from sageport.dataplane.invoke import invoke
 from sageport.dataplane.routing import RoutingTable
 from sageport.dataplane.stream import ResponseStream, open_stream
+from sageport.dataplane.upstream import CallerGone
 from sageport.errors import InternalFailure, PayloadTooLarge, SageportError, ValidationError
 from sageport.protocol.asgi import (
     Authenticate,
@@ -84,7 +85,7 @@ class RuntimeAPI:
         try:
             status, headers, body = await self._invoke(scope, receive)
             headers.append((b"x-amzn-requestid", request_id.encode()))
-        except ClientDisconnected:
+        except (ClientDisconnected, CallerGone):
             return
         except SageportError as exc:
             status, headers, body = render_runtime_error(exc, request_id)
@@ -153,7 +154,7 @@ class RuntimeAPI:
             stream = await open_stream(route, body, forwarded, target_variant)
             return 200, stream_headers(stream), stream
 
-        result = await invoke(route, body, forwarded, target_variant)
+        result = await invoke(route, body, forwarded, target_variant, receive)
         headers: Headers = [
             (b"content-type", result.content_type.encode("latin-1")),
             (b"x-amzn-invoked-production-variant", result.variant.encode()),
