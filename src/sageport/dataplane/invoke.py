@@ -15,7 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
-from sageport.dataplane.upstream import UpstreamConnectError, UpstreamDisconnected
+from sageport.dataplane.upstream import (
+    UpstreamConnectError,
+    UpstreamDisconnected,
+    UpstreamResponse,
+)
 from sageport.errors import ModelError, ServiceUnavailable
 
 logger = logging.getLogger("sageport.dataplane")
@@ -92,18 +96,7 @@ async def invoke(
 
     if not 200 <= response.status < 300:
         raise model_error(route, response.status, response.body)
-    response_headers = response.headers
-    latency = response_headers.get(b"x-sageport-model-latency-us")
-    custom_attributes = response_headers.get(b"x-amzn-sagemaker-custom-attributes")
-    content_type = response_headers.get(b"content-type")
-    return InvocationResult(
-        body=response.body,
-        content_type=content_type.decode("latin-1") if content_type else DEFAULT_CONTENT_TYPE,
-        variant=variant.name,
-        custom_attributes=relayed_custom_attributes(route, custom_attributes),
-        model_latency_us=int(latency) if latency and latency.isdigit() else None,
-        upstream_us=upstream_us,
-    )
+    return invocation_result(route, variant, response, upstream_us)
 
 
 def valid_custom_attributes(value: str) -> bool:
@@ -127,10 +120,35 @@ def relayed_custom_attributes(route: EndpointRoute, raw: bytes | None) -> str | 
     return None
 
 
+def invocation_result(
+    route: EndpointRoute, variant: VariantRoute, response: UpstreamResponse, upstream_us: int
+) -> InvocationResult:
+    """Turn an instance's 2xx response into the result the runtime API relays."""
+    headers = response.headers
+    latency = headers.get(b"x-sageport-model-latency-us")
+    content_type = headers.get(b"content-type")
+    return InvocationResult(
+        body=response.body,
+        content_type=content_type.decode("latin-1") if content_type else DEFAULT_CONTENT_TYPE,
+        variant=variant.name,
+        custom_attributes=relayed_custom_attributes(
+            route, headers.get(b"x-amzn-sagemaker-custom-attributes")
+        ),
+        model_latency_us=int(latency) if latency and latency.isdigit() else None,
+        upstream_us=upstream_us,
+    )
+
+
 def available_instance(
     route: EndpointRoute, variant: VariantRoute, tried: frozenset[str]
 ) -> InstanceRoute:
-    instance = variant.pick_instance(tried)
+    return usable_instance(route, variant, variant.pick_instance(tried))
+
+
+def usable_instance(
+    route: EndpointRoute, variant: VariantRoute, instance: InstanceRoute | None
+) -> InstanceRoute:
+    """Return ``instance``, or raise ServiceUnavailable if there is none or it is full."""
     if instance is None:
         raise ServiceUnavailable(
             f"Production variant {variant.name} of endpoint {route.name} has no healthy "

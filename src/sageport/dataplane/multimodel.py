@@ -39,12 +39,13 @@ from urllib.parse import quote
 
 from sageport.dataplane.invoke import (
     CONTAINER_NAME,
-    DEFAULT_CONTENT_TYPE,
     InvocationResult,
     connection_lost_error,
+    invocation_result,
     mark_unreachable,
     model_error,
     timed_out_error,
+    usable_instance,
 )
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
 from sageport.dataplane.upstream import (
@@ -336,7 +337,7 @@ async def invoke_model(
 
     if not 200 <= response.status < 300:
         raise model_error(route, response.status, response.body)
-    return _result(response, variant, upstream_us)
+    return invocation_result(route, variant, response, upstream_us)
 
 
 def check_target_model(name: str) -> None:
@@ -367,19 +368,7 @@ def default_memory_budget() -> int:
 def _available_instance(
     route: EndpointRoute, variant: VariantRoute, models: MultiModelVariant, name: str
 ) -> InstanceRoute:
-    instance = models.pick_instance(variant, name)
-    if instance is None:
-        raise ServiceUnavailable(
-            f"Production variant {variant.name} of endpoint {route.name} has no healthy "
-            "instance right now. Retry shortly."
-        )
-    if instance.in_flight >= instance.capacity:
-        raise ServiceUnavailable(
-            f"Production variant {variant.name} of endpoint {route.name} is at capacity: every "
-            f"instance has {instance.capacity} requests in flight or queued. Retry shortly, "
-            "or add instances."
-        )
-    return instance
+    return usable_instance(route, variant, models.pick_instance(variant, name))
 
 
 async def _wait_loaded(route: EndpointRoute, name: str, loaded: LoadedModel, wait: float) -> None:
@@ -413,23 +402,6 @@ async def _post(
         ) from None
     finally:
         instance.in_flight -= 1
-
-
-def _result(
-    response: UpstreamResponse, variant: VariantRoute, upstream_us: int
-) -> InvocationResult:
-    headers = response.headers
-    latency = headers.get(b"x-sageport-model-latency-us")
-    custom_attributes = headers.get(b"x-amzn-sagemaker-custom-attributes")
-    content_type = headers.get(b"content-type")
-    return InvocationResult(
-        body=response.body,
-        content_type=content_type.decode("latin-1") if content_type else DEFAULT_CONTENT_TYPE,
-        variant=variant.name,
-        custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
-        model_latency_us=int(latency) if latency and latency.isdigit() else None,
-        upstream_us=upstream_us,
-    )
 
 
 def _load_timed_out(route: EndpointRoute, instance: InstanceRoute, name: str) -> ModelError:
