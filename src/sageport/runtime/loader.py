@@ -73,15 +73,18 @@ def locate_program(code_dir: Path, program: str) -> Path:
     return path
 
 
-def import_user_module(code_dir: Path, program: str) -> ModuleType:
-    """Import the user module from ``code_dir``, which goes first on ``sys.path``."""
+def import_user_module(code_dir: Path, program: str, module_name: str | None = None) -> ModuleType:
+    """Import the user module from ``code_dir``, which goes first on ``sys.path``.
+
+    ``module_name`` names it in ``sys.modules``; by default it is the file's stem.
+    """
     path = locate_program(code_dir, program)
     if str(code_dir) not in sys.path:
         sys.path.insert(0, str(code_dir))
 
     # Loading by file path keeps an installed package of the same name from
     # shadowing the user's module.
-    name = path.stem
+    name = module_name or path.stem
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise StartupError(f"cannot import {path}: it is not a Python module")

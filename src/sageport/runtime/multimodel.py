@@ -22,11 +22,9 @@ worker reaches the others: the server removes the directory it gave.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
-import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -35,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from sageport.runtime.config import RuntimeConfig
-from sageport.runtime.errors import StartupError, describe_exception
+from sageport.runtime.errors import StartupError
 from sageport.runtime.loader import (
     Handler,
     UserHandlers,
     bind_handlers,
+    import_user_module,
     load_user_handlers,
     locate_program,
 )
@@ -225,24 +224,11 @@ def _import_model_module(code_dir: Path, program: str) -> ModuleType:
     directory keeps one model's handlers from replacing another's in
     ``sys.modules``.
     """
+    # NOTE: helper modules beside inference.py are found through sys.path,
+    # so two models with helpers of the same name share the first one imported.
     path = locate_program(code_dir, program)
-    if str(code_dir) not in sys.path:
-        # NOTE: helper modules beside inference.py are found through sys.path,
-        # so two models with helpers of the same name share the first one imported.
-        sys.path.insert(0, str(code_dir))
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    name = f"sageport_model_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise StartupError(f"cannot import {path}: it is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        del sys.modules[name]
-        raise StartupError(f"importing {program} raised {describe_exception(exc)}") from exc
-    return module
+    return import_user_module(code_dir, program, f"sageport_model_{digest}")
 
 
 def _summary(name: str, loaded: LoadedModel) -> dict[str, Any]:
