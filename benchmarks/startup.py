@@ -4,10 +4,10 @@
 
 One ``sageport serve`` (pinned to CPU 0) gets ``--runs`` endpoints one after
 another. For each, boto3 calls CreateEndpoint and polls DescribeEndpoint every
-10 ms until the endpoint is InService; the script then sums the unique memory
-(USS, from psutil) of the instance's processes, the runtime's master and its
-workers, and deletes the endpoint before the next run. It prints every run,
-the medians, and the targets next to them.
+10 ms until the endpoint is InService. The script then sums the unique (USS)
+and proportional (PSS) memory, from psutil, of the instance's processes: the
+runtime's master and its workers. It deletes the endpoint before the next run
+and prints every run, the medians, and the targets next to them.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class Settings:
     # Requests that may wait for a busy instance, beyond one per worker, before
     # callers get a retryable ServiceUnavailable instead.
     max_queued_requests: int = 100
-    # The most instances one production variant may ask for.
+    # The maximum number of instances one production variant may request.
     max_instances_per_variant: int = 20
     # Seconds between /ping checks of an idle instance in service.
     health_check_interval: float = 5.0
@@ -54,10 +54,10 @@ class Settings:
     request_limits: RequestLimits = field(default_factory=RequestLimits)
     # Maximum open connections; uvicorn returns 503 to requests beyond it.
     max_connections: int = 1000
-    # Multi-model endpoints: seconds an invocation waits for its model to load
-    # before it gets ModelNotReadyException (the load goes on), and each
-    # instance's budget of loaded models (0: no count limit) and of their
-    # memory in MiB (0: half of this machine's physical memory).
+    # Multi-model endpoints. The first is the seconds an invocation waits for
+    # its model to load before it gets ModelNotReadyException (the load goes
+    # on). The others are each instance's budget of loaded models (0: no count
+    # limit) and of their memory in MiB (0: half of the physical memory).
     multi_model_load_wait: float = 5.0
     multi_model_max_models: int = 0
     multi_model_memory_mib: int = 0

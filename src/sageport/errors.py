@@ -3,9 +3,9 @@
 Each error carries the AWS error code, the HTTP status and the message that
 clients see. The protocol layer renders them (``protocol/errors.py``); nothing
 else builds error bodies. Control-plane and runtime errors are separate
-families because botocore reads them differently: the control plane (AWS JSON
-1.1) only looks at ``__type`` in the body, the runtime (REST-JSON) looks at the
-``x-amzn-ErrorType`` header first and merges modeled members such as
+families because botocore reads them differently. On the control plane (AWS
+JSON 1.1) it only reads ``__type`` in the body. On the runtime (REST-JSON) it
+reads the ``x-amzn-ErrorType`` header first and merges modeled members such as
 ``OriginalStatusCode`` from top-level body keys.
 """
 
@@ -38,7 +38,7 @@ class ControlPlaneError(SageportError):
 class ValidationException(ControlPlaneError):
     """Bad input, or a resource that is missing or already exists.
 
-    SageMaker answers "not found" on the control plane with this code, not
+    SageMaker reports "not found" on the control plane with this code, not
     ResourceNotFound; boto3's ``endpoint_deleted`` waiter relies on it.
     """
 
@@ -90,7 +90,7 @@ class ValidationError(RuntimeAPIError):
 class PayloadTooLarge(ValidationError):
     """A request body over the real-time limit.
 
-    SageMaker answers these with HTTP 413; the code stays ValidationError so
+    SageMaker rejects these with HTTP 413; the code stays ValidationError so
     boto3 raises a modeled exception the caller can catch.
     """
 
@@ -98,7 +98,7 @@ class PayloadTooLarge(ValidationError):
 
 
 class ModelError(RuntimeAPIError):
-    """The model answered with a non-2xx status, timed out or went away.
+    """The model returned a non-2xx status, timed out or went away.
 
     Status 424 is deliberate: botocore retries 5xx and 429, and an invocation
     is not idempotent, so a failed model call must not be sent again.

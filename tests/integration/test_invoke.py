@@ -412,7 +412,7 @@ def test_control_characters_in_custom_attributes_rejected(
             CustomAttributes=attributes,
         )
 
-    # The HTTP parser rejects the request before any handler sees it.
+    # The HTTP parser rejects the request before any handler receives it.
     assert "is not valid HTTP/1.1" in error_of(excinfo)["Error"]["Message"]
 
 

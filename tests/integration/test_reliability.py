@@ -134,7 +134,7 @@ def test_hung_instance_is_replaced(tuned_server: Server, tmp_path: Path) -> None
     (victim,) = instance_pids(tuned_server)
 
     # A stopped process group accepts connections (the kernel queues them) but
-    # never answers, which is what a hung model server looks like from outside.
+    # never responds, which is what a hung model server looks like from outside.
     os.killpg(victim, signal.SIGSTOP)
     replaced = wait_for(lambda: instance_pids(tuned_server) not in ([], [victim]), timeout=60)
 

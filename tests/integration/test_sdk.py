@@ -33,7 +33,7 @@ from tests.harness import REPO, Server, client_environment, free_port
 ROLE = "arn:aws:iam::123456789012:role/sageport"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 SPECIES = ["setosa", "virginica"]
-# The SDK reports usage to AWS unless told not to.
+# The SDK reports usage to AWS unless configured not to.
 SDK_CONFIG = {
     "SchemaVersion": "1.0",
     "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},

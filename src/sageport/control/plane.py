@@ -223,7 +223,7 @@ class ControlPlane:
     async def delete_endpoint(self, params: dict[str, Any], region: str) -> dict[str, Any]:
         record = self._get(ENDPOINT, params["EndpointName"], region)
         if record.status in IN_PROGRESS:
-            # SageMaker's wording says "update" for deletes too.
+            # SageMaker's message reads "update" for deletes too.
             raise ValidationException(
                 f'Cannot update in-progress endpoint "{record.doc["EndpointArn"]}".'
             )

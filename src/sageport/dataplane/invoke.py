@@ -26,13 +26,13 @@ logger = logging.getLogger("sageport.dataplane")
 
 # SageMaker names a single-container model's container "primary" in its errors.
 CONTAINER_NAME = "primary"
-# The longest container response quoted back in a ModelError; the rest is in the logs.
+# Maximum length of a container response quoted back in a ModelError; the rest is in the logs.
 MAX_ORIGINAL_MESSAGE = 16 * 1024
 # Custom attributes are visible US-ASCII (RFC 7230 field values: VCHAR, space and
 # tab), at most 1024 characters, both in requests and in the model's responses.
 MAX_CUSTOM_ATTRIBUTES = 1024
 _VISIBLE_ASCII = frozenset(range(0x20, 0x7F)) | {0x09}
-# Sent when the caller gave no Content-Type, so the model sees an honest "unknown bytes".
+# Sent when the caller gave no Content-Type, so the model receives an honest "unknown bytes".
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
@@ -46,7 +46,7 @@ class InvocationResult:
     custom_attributes: str | None
     # Microseconds spent in the model's handlers, as the runtime reported it.
     model_latency_us: int | None
-    # Microseconds from choosing the instance to having the whole answer.
+    # Microseconds from choosing the instance to having the whole response.
     upstream_us: int
 
 
@@ -164,7 +164,7 @@ def usable_instance(
 
 
 def mark_unreachable(route: EndpointRoute, instance: InstanceRoute, exc: Exception) -> None:
-    # The supervisor sees the process exit and restarts it; until then no
+    # The supervisor notices the process exit and restarts it; until then no
     # request should be sent there.
     instance.healthy = False
     logger.warning(

@@ -1,7 +1,7 @@
 """The in-memory routing table: endpoint → production variant → instance.
 
 The reconciler builds an ``EndpointRoute`` off to the side and swaps it in with
-one dict assignment, so an invocation never reads the store and never sees a
+one dict assignment, so an invocation never reads the store and never finds a
 half-built endpoint.
 """
 
@@ -28,12 +28,12 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 5.0
 
 
-# SageMaker's health check gives a container 2 seconds to answer /ping.
+# SageMaker's health check gives a container 2 seconds to respond to /ping.
 PING_TIMEOUT = 2.0
 
 
 class InstanceRoute:
-    """One instance as the data plane sees it: a connection pool and a load count."""
+    """One instance as the data plane tracks it: a connection pool and a load count."""
 
     def __init__(self, instance_id: str, address: str, workers: int, max_queued: int = 100) -> None:
         """``address`` is a Unix socket path, or ``host:port`` for TCP."""
@@ -63,7 +63,7 @@ class InstanceRoute:
         )
 
     async def ping(self) -> bool:
-        """Return whether the instance answers ``GET /ping`` with 200 in time."""
+        """Return whether the instance responds to ``GET /ping`` with 200 in time."""
         try:
             response = await self.upstream.get(b"/ping", PING_TIMEOUT)
         except (UpstreamConnectError, UpstreamDisconnected, TimeoutError):

@@ -266,7 +266,7 @@ class UpstreamPool:
         """Send ``GET path`` on a pooled connection.
 
         Health checks must share the pool: a runtime worker serves one
-        connection at a time, so while the pool holds a keep-alive connection
+        connection at a time, so while the pool keeps a keep-alive connection
         to it, a check on a connection of its own would wait unanswered.
         """
         connection = await asyncio.wait_for(self._acquire(), timeout)

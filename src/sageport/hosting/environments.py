@@ -8,7 +8,7 @@ version, so a redeploy of the same requirements reuses the environment at once,
 and a failed install fails the endpoint with uv's message instead of the first
 request.
 
-The environment sees Sageport's own packages (the built-in runtime, NumPy and
+The environment can import Sageport's own packages (the built-in runtime, NumPy and
 whatever the server's environment has) after its own: a ``.pth`` file adds
 the server's site-packages at the end of ``sys.path``, so a version pinned in
 requirements.txt wins.
@@ -30,7 +30,7 @@ from pathlib import Path
 logger = logging.getLogger("sageport.hosting")
 
 REQUIREMENTS = Path("code") / "requirements.txt"
-# uv's own output can be long; FailureReason holds at most 1024 characters.
+# uv's own output can be long, and FailureReason is at most 1024 characters.
 MAX_REASON_CHARS = 700
 _COMPLETE = ".sageport-complete"
 

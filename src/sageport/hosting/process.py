@@ -2,7 +2,7 @@
 
 An instance runs ``python -m sageport.runtime`` (the built-in runtime) on a Unix
 socket, with its output appended to a log file per instance. The server is the
-parent; the runtime asks the kernel to kill it if the server dies, and the
+parent; the runtime has the kernel kill it if the server dies, and the
 store keeps every pid so a server restarted after ``kill -9`` can stop any
 survivor before starting afresh.
 """
@@ -39,7 +39,7 @@ _INHERITED = (
 )
 
 # How much of a log's end goes into a FailureReason when the instance wrote
-# no reason of its own; FailureReason holds at most 1024 characters.
+# no reason of its own; FailureReason is at most 1024 characters.
 LOG_TAIL_CHARS = 600
 PING_INTERVAL = 0.05
 PING_TIMEOUT = 2.0
@@ -88,7 +88,7 @@ class InstanceSpec:
 
 
 def worker_count(environment: dict[str, str]) -> int:
-    """Return the number of runtime workers the container's environment asks for."""
+    """Return the number of runtime workers the container's environment requests."""
     try:
         return max(1, int(environment.get("SAGEMAKER_MODEL_SERVER_WORKERS", "1")))
     except ValueError:
@@ -124,7 +124,7 @@ class InstanceProcess:
         return self.process.returncode
 
     async def wait_healthy(self, timeout: float) -> None:
-        """Poll ``/ping`` until it answers 200; raise InstanceStartError otherwise."""
+        """Poll ``/ping`` until it returns 200; raise InstanceStartError otherwise."""
         deadline = time.monotonic() + timeout
         connector: aiohttp.BaseConnector
         if self.spec.port is None:

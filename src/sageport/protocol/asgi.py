@@ -20,8 +20,8 @@ Headers = list[tuple[bytes, bytes]]
 Authenticate = Callable[[Scope, bytes], object]
 
 # Bodies past the limit are read and dropped up to this many bytes, so that a
-# client still sending gets the error response instead of a broken pipe (which
-# botocore would retry); past it the connection is closed.
+# client still sending gets the error response instead of a broken pipe, which
+# botocore would retry. Past this size the connection is closed.
 DRAIN_LIMIT = 64 * 2**20
 
 _CREDENTIAL_REGION = re.compile(rb"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
@@ -36,7 +36,7 @@ class BodyTooLarge(Exception):
 
 
 class ClientDisconnected(Exception):
-    """The client went away before sending the whole body; there is no one to answer."""
+    """The client went away before sending the whole body; there is no one to respond to."""
 
 
 def new_request_id() -> str:

@@ -30,7 +30,7 @@ MAX_CONTROL_BODY = 2 * 2**20
 
 
 class ControlPlaneAPI:
-    """Decode a control-plane request, run the operation, encode the answer."""
+    """Decode a control-plane request, run the operation, encode the response."""
 
     def __init__(
         self,

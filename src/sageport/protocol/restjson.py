@@ -58,7 +58,7 @@ def validate_invoke_headers(
         ignore_members=ignored,
     )
     # The model's pattern, \p{ASCII}*, admits control characters; SageMaker's
-    # documentation asks for visible ASCII, and a model must be able to trust it.
+    # documentation requires visible ASCII, and a model must be able to trust it.
     custom_attributes = params.get("CustomAttributes")
     if custom_attributes is not None and not valid_custom_attributes(custom_attributes):
         raise ValidationError(

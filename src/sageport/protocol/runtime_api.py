@@ -2,7 +2,7 @@
 
 This is the hot path. It routes on the raw path (botocore percent-encodes the
 endpoint name, ``/`` included), validates the name and headers against the
-runtime model, forwards to an instance and relays the answer.
+runtime model, forwards to an instance and relays the response.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ LOCAL_MODEL_DATA_PATTERN = (
 # plane's pattern for S3OutputPath and S3FailurePath accepts.
 LOCAL_ASYNC_LOCATION_PATTERN = "((https|s3)://([^/]+)/?(.*)|file://(localhost)?/.+)"
 
-# Where Sageport deliberately differs from the service model, keyed by
+# Deliberate departures from the service model, keyed by
 # (structure shape, member). Each entry replaces constraint keys of the
 # member's shape. Everything else is checked exactly as the model defines it.
 CONSTRAINT_OVERRIDES: Mapping[tuple[str, str], Mapping[str, Any]] = {

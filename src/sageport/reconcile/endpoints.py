@@ -6,9 +6,9 @@ endpoint then gets at most one convergence task at a time:
 - Creating: launch the fleet, install its route, mark InService; or mark
   Failed with the reason.
 - Updating with a pending deployment (UpdateEndpoint): blue/green. The new
-  fleet starts and passes ``/ping`` while the old one serves; the route swaps
-  in one step; the old fleet drains its requests in flight, then stops. If the
-  new fleet fails, it is stopped and the endpoint stays InService on the old
+  fleet starts and passes ``/ping`` while the old one serves. Then the route
+  swaps in one step, and the old fleet drains its requests in flight and
+  stops. If the new fleet fails, it is stopped and the endpoint stays InService on the old
   one, with the reason in FailureReason, as SageMaker rolls back.
 - Updating with new weights or instance counts: applied in place.
 - Deleting: drain, stop, forget.

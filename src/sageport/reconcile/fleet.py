@@ -5,7 +5,7 @@ that config names, and any weights or instance counts changed since by
 UpdateEndpointWeightsAndCapacities. ``FleetManager.launch`` turns one into
 running, healthy instances, or raises with the reason and leaves nothing
 running. A supervisor task per instance restarts it when it dies or stops
-answering ``/ping``; meanwhile the data plane routes around it.
+responding to ``/ping``; meanwhile the data plane routes around it.
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ class FleetManager:
         )
 
     async def _supervise(self, fleet: Fleet, instance: Instance) -> None:
-        """Restart the instance whenever it dies or stops answering /ping."""
+        """Restart the instance whenever it dies or stops responding to /ping."""
         backoff = 0.0
         while not instance.stopping:
             reason = await self._watch(instance)
@@ -334,7 +334,7 @@ class FleetManager:
                 return f"exited with status {code}"
             except TimeoutError:
                 pass
-            # A busy instance may not answer /ping within its 2 seconds: its
+            # A busy instance may not respond to /ping within its 2 seconds, because its
             # workers are all serving. Requests in flight have their own
             # deadline, so only an idle instance is checked.
             if instance.route.in_flight > 0:

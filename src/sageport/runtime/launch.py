@@ -1,7 +1,7 @@
 """Start a model server of the user's own so that it dies with the Sageport server.
 
 ``python -m sageport.runtime.launch --parent-pid PID -- COMMAND [ARGS...]``
-asks Linux to kill this process when its parent exits, then replaces itself
+has Linux kill this process when its parent exits, then replaces itself
 with COMMAND. The request survives ``execve``, so a server of any kind
 (not only the built-in runtime) is stopped when Sageport dies, even by
 ``kill -9``.

@@ -11,11 +11,11 @@ instead of ``POST /invocations``:
 - ``DELETE /models/{name}`` unloads one;
 - ``POST /models/{name}/invoke`` runs one invocation on it.
 
-Each worker keeps its own models. A request for a model this worker has not
-loaded is loaded on the spot when it carries the model's directory in
-``X-Sageport-Model-Url``, which the Sageport server sends, so every worker of
-an instance can serve every model the instance loaded. A model whose directory has disappeared is
-dropped before the next request, which is how an unload requested from one
+Each worker keeps its own models. The Sageport server sends the model's
+directory in ``X-Sageport-Model-Url`` with every request, so a worker that has
+not loaded that model loads it on the spot. Every worker of an instance can
+thus serve every model the instance loaded. A model whose directory has
+disappeared is dropped before the next request, which is how an unload requested from one
 worker reaches the others: the server removes the directory it gave.
 """
 
