@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psutil
 from botocore.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,6 +112,22 @@ class Server:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout)
+
+    def instance_pids(self) -> list[int]:
+        """Return the PIDs of this server's live instance processes, in order.
+
+        A killed instance stays a zombie until the server reaps it, and may
+        vanish between listing and reading its command line; neither counts.
+        """
+        assert self.process is not None
+        pids = []
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                if "sageport.runtime" in " ".join(child.cmdline()):
+                    pids.append(child.pid)
+            except psutil.NoSuchProcess:  # ZombieProcess is a NoSuchProcess
+                continue
+        return sorted(pids)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

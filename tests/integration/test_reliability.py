@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from botocore.exceptions import ClientError
 
@@ -61,12 +60,6 @@ def queueless_server(tmp_path: Path) -> Iterator[Server]:
     yield from started(Server(tmp_path / "data", extra_args=["--max-queued-requests", "0"]))
 
 
-def instance_pids(server: Server) -> list[int]:
-    assert server.process is not None
-    children = psutil.Process(server.process.pid).children()
-    return sorted(c.pid for c in children if "sageport.runtime" in " ".join(c.cmdline()))
-
-
 def wait_for(condition: object, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -88,7 +81,7 @@ def outcome(server: Server, name: str, body: bytes = b"") -> str:
 
 def test_instance_killed_under_load(tuned_server: Server, tmp_path: Path) -> None:
     deploy(tuned_server, "killed", str(write_model(tmp_path, ECHO_MODEL)), instance_count=2)
-    victim, survivor = instance_pids(tuned_server)
+    victim, survivor = tuned_server.instance_pids()
     results: Counter[str] = Counter()
     stop = threading.Event()
 
@@ -99,26 +92,30 @@ def test_instance_killed_under_load(tuned_server: Server, tmp_path: Path) -> Non
     threads = [threading.Thread(target=load) for _ in range(4)]
     for thread in threads:
         thread.start()
-    wait_for(lambda: results["ok"] >= 50)
-    os.killpg(victim, signal.SIGKILL)
-    replaced = wait_for(lambda: len(set(instance_pids(tuned_server)) - {victim, survivor}) == 1)
-    served_after = results["ok"]
-    wait_for(lambda: results["ok"] >= served_after + 50)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    try:
+        wait_for(lambda: results["ok"] >= 50)
+        os.killpg(victim, signal.SIGKILL)
+        replaced = wait_for(
+            lambda: len(set(tuned_server.instance_pids()) - {victim, survivor}) == 1
+        )
+        served_after = results["ok"]
+        wait_for(lambda: results["ok"] >= served_after + 50)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
 
     assert replaced
     assert results["ok"] >= served_after + 50
     # Only requests the killed instance held may fail, and each with an AWS error.
     assert set(results) <= {"ok", "ModelError", "ServiceUnavailable"}
     assert results["ModelError"] + results["ServiceUnavailable"] <= 4
-    assert survivor in instance_pids(tuned_server)
+    assert survivor in tuned_server.instance_pids()
 
 
 def test_lone_instance_comes_back(tuned_server: Server, tmp_path: Path) -> None:
     deploy(tuned_server, "lone", str(write_model(tmp_path, ECHO_MODEL)))
-    (victim,) = instance_pids(tuned_server)
+    (victim,) = tuned_server.instance_pids()
 
     os.killpg(victim, signal.SIGKILL)
     while_down = outcome(tuned_server, "lone")
@@ -126,17 +123,17 @@ def test_lone_instance_comes_back(tuned_server: Server, tmp_path: Path) -> None:
 
     assert while_down in {"ok", "ServiceUnavailable"}
     assert back
-    assert victim not in instance_pids(tuned_server)
+    assert victim not in tuned_server.instance_pids()
 
 
 def test_hung_instance_is_replaced(tuned_server: Server, tmp_path: Path) -> None:
     deploy(tuned_server, "hung", str(write_model(tmp_path, ECHO_MODEL)))
-    (victim,) = instance_pids(tuned_server)
+    (victim,) = tuned_server.instance_pids()
 
     # A stopped process group accepts connections (the kernel queues them) but
     # never responds, which is what a hung model server looks like from outside.
     os.killpg(victim, signal.SIGSTOP)
-    replaced = wait_for(lambda: instance_pids(tuned_server) not in ([], [victim]), timeout=60)
+    replaced = wait_for(lambda: tuned_server.instance_pids() not in ([], [victim]), timeout=60)
 
     assert replaced
     assert wait_for(lambda: outcome(tuned_server, "hung") == "ok")
@@ -182,14 +179,14 @@ def test_sigterm_finishes_in_flight_request(tuned_server: Server, tmp_path: Path
 
 def test_idle_instance_keeps_passing_checks(tuned_server: Server, tmp_path: Path) -> None:
     deploy(tuned_server, "idle", str(write_model(tmp_path, ECHO_MODEL)))
-    (instance,) = instance_pids(tuned_server)
+    (instance,) = tuned_server.instance_pids()
 
     # The invocation leaves a keep-alive connection to the instance's only
     # worker; health checks must share it rather than queue behind it.
     assert outcome(tuned_server, "idle") == "ok"
     time.sleep(8)
 
-    assert instance_pids(tuned_server) == [instance]
+    assert tuned_server.instance_pids() == [instance]
     assert "health checks in a row" not in tuned_server.output()
     assert outcome(tuned_server, "idle") == "ok"
 

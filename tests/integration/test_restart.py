@@ -25,23 +25,19 @@ def transform_fn(model, data, content_type, accept):
 """
 
 
-def instance_pids(server: Server) -> list[int]:
-    assert server.process is not None
-    parent = psutil.Process(server.process.pid)
-    return [
-        child.pid for child in parent.children() if "sageport.runtime" in " ".join(child.cmdline())
-    ]
+def running(pid: int) -> bool:
+    """Say whether ``pid`` is a live process; a zombie has already ended."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = [
-            pid
-            for pid in alive
-            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        ]
+        alive = [pid for pid in alive if running(pid)]
         time.sleep(0.05)
     return alive
 
@@ -68,7 +64,7 @@ def invoke_when_ready(server: Server, name: str, timeout: float = 30) -> bytes:
 
 def test_sigterm_stops_instances_and_exits_zero(fresh_server: Server, tmp_path: Path) -> None:
     deploy(fresh_server, "graceful", str(write_model(tmp_path, ECHO_MODEL)))
-    pids = instance_pids(fresh_server)
+    pids = fresh_server.instance_pids()
 
     code = fresh_server.stop(signal.SIGTERM)
 
@@ -81,7 +77,7 @@ def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: 
     archive = write_model(tmp_path, ECHO_MODEL)
     deploy(fresh_server, "survivor", str(archive), instance_count=2)
     deploy(fresh_server, "broken", f"file://{tmp_path}/missing.tar.gz")
-    old_pids = instance_pids(fresh_server)
+    old_pids = fresh_server.instance_pids()
 
     fresh_server.stop(signal.SIGKILL)
     orphans = wait_gone(old_pids)
@@ -97,8 +93,8 @@ def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: 
     assert restored["EndpointStatus"] == "InService"
     assert answer == b"echo:hi"
     assert broken["EndpointStatus"] == "Failed"
-    assert len(instance_pids(fresh_server)) == 2
-    assert not set(instance_pids(fresh_server)) & set(old_pids)
+    assert len(fresh_server.instance_pids()) == 2
+    assert not set(fresh_server.instance_pids()) & set(old_pids)
 
 
 def test_store_survives_restart(fresh_server: Server) -> None:
@@ -136,7 +132,7 @@ def test_kill_9_under_load_loses_nothing(fresh_server: Server, tmp_path: Path) -
         ),
         "endpoints": sorted(e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]),
     }
-    old_pids = instance_pids(fresh_server)
+    old_pids = fresh_server.instance_pids()
     served = {"count": 0}
     stop = threading.Event()
 
@@ -152,14 +148,16 @@ def test_kill_9_under_load_loses_nothing(fresh_server: Server, tmp_path: Path) -
     threads = [threading.Thread(target=load, args=(name,)) for name in names * 2]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 30
-    while served["count"] < 100 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    fresh_server.stop(signal.SIGKILL)
-    orphans = wait_gone(old_pids)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while served["count"] < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fresh_server.stop(signal.SIGKILL)
+        orphans = wait_gone(old_pids)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
 
     with sqlite3.connect(fresh_server.data_dir / "sageport.db") as db:
         integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
@@ -183,12 +181,12 @@ def test_kill_9_under_load_loses_nothing(fresh_server: Server, tmp_path: Path) -
     assert after == before
     assert answers == [b"echo:hi", b"echo:hi"]
     assert statuses == ["InService", "InService"]
-    assert not set(instance_pids(fresh_server)) & set(old_pids)
+    assert not set(fresh_server.instance_pids()) & set(old_pids)
 
 
 def test_second_server_on_same_data_dir_refused(fresh_server: Server, tmp_path: Path) -> None:
     deploy(fresh_server, "guarded", str(write_model(tmp_path, ECHO_MODEL)))
-    pids = instance_pids(fresh_server)
+    pids = fresh_server.instance_pids()
 
     second = subprocess.run(
         [sys.executable, "-m", "sageport", "serve", "--port", str(free_port()),
@@ -199,5 +197,5 @@ def test_second_server_on_same_data_dir_refused(fresh_server: Server, tmp_path: 
     assert second.returncode == 4
     assert "Another sageport serve" in second.stderr
     assert f"pid {fresh_server.process.pid if fresh_server.process else ''}" in second.stderr
-    assert instance_pids(fresh_server) == pids
+    assert fresh_server.instance_pids() == pids
     assert invoke_echo(fresh_server, "guarded") == b"echo:hi"
