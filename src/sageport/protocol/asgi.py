@@ -88,5 +88,12 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def send_response(send: Send, status: int, headers: Headers, body: bytes) -> None:
+    """Send a whole response, with a Content-Length when the caller set none.
+
+    Without one, uvicorn frames the body as chunked, which costs a second
+    write and lets a client read the headers without the body's end.
+    """
+    if not any(name == b"content-length" for name, _ in headers):
+        headers = [*headers, (b"content-length", str(len(body)).encode("ascii"))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
