@@ -264,11 +264,12 @@ def test_large_response_stays_responsive(
     assert "Showing the first" in card.locator(".notice").inner_text()
     assert "19.1 MB" in card.inner_text()
     assert card.get_by_role("link", name="Download response body (19.1 MB)").is_visible()
-    started = time.monotonic()
-    page.evaluate("1 + 1")
+    # The card renders a bounded preview, not 19 MB of text, so the page
+    # stays usable: the tabs still switch.
+    assert len(card.inner_text()) < 1_000_000
     page.get_by_role("tab", name="Overview").click()
     page.get_by_role("tab", name="Test inference").click()
-    assert time.monotonic() - started < 2
+    assert page.get_by_role("button", name="Send Request").is_visible()
 
 
 def test_unlisted_custom_url_rejected(
