@@ -542,3 +542,31 @@ def test_console_token_sign_in(page: Any, signin_server: SignInServer) -> None:
     page.locator("tbody tr[data-endpoint]").first.wait_for()
     assert page.url == server.url + "/"
     expect(page.locator("#signed-in-as")).to_have_text("Signed in as the console token")
+
+
+def test_sign_in_lockout_shown(browser: Any, signin_server: SignInServer) -> None:
+    server = signin_server.server
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1, so this browser counts as
+    # an address of its own and locks out no other test.
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900},
+        extra_http_headers={"X-Forwarded-For": "203.0.113.70"},
+    )
+    tab = context.new_page()
+    try:
+        tab.goto(server.url + "/console/signin")
+        tab.get_by_label("Access key ID").fill(signin_server.key.access_key_id)
+        submit = tab.get_by_role("button", name="Sign in")
+        for attempt in range(11):
+            tab.get_by_label("Secret access key").fill(f"wrong-guess-{attempt}")
+            expect(submit).to_be_enabled()
+            submit.click()
+            expect(tab.get_by_role("alert")).to_be_visible()
+
+        expect(tab.get_by_role("alert")).to_have_text(
+            "Too many failed sign-ins from your address. Wait 30 seconds, then try again."
+        )
+        expect(submit).to_be_disabled()
+        screenshot(tab, "sign-in-locked-out.png")
+    finally:
+        context.close()
