@@ -570,3 +570,41 @@ def test_sign_in_lockout_shown(browser: Any, signin_server: SignInServer) -> Non
         screenshot(tab, "sign-in-locked-out.png")
     finally:
         context.close()
+
+
+def test_download_of_dropped_body_explained(
+    browser: Any, page: Any, console_server: Server, behaviour_endpoint: str
+) -> None:
+    open_test_tab(page, console_server, behaviour_endpoint)
+    set_body(page, '{"action": "image"}')
+    card = send_and_wait(page, "Complete")
+    card_id = card.get_attribute("data-card-id")
+    link = card.get_by_role("link", name=re.compile(r"^Download response body"))
+    with page.expect_download() as download:
+        link.click()
+    kept = Path(download.value.path()).read_bytes()
+
+    # The server drops its oldest bodies first; deleting the file has the same effect.
+    result_id = (link.get_attribute("href") or "").split("/")[-1].split("?")[0]
+    (console_server.data_dir / "console-results" / result_id).unlink()
+    link.click()
+
+    gone = "The server no longer keeps this response body"
+    assert kept.startswith(b"\x89PNG")
+    expect(card.locator(".result-gone")).to_contain_text(gone)
+    expect(card.get_by_role("link", name=re.compile(r"^Download response body"))).to_have_count(0)
+
+    # A later visit: the card comes back from local storage, without the image in the cache.
+    later = browser.new_context(
+        viewport={"width": 1280, "height": 900}, storage_state=page.context.storage_state()
+    )
+    try:
+        tab = later.new_page()
+        open_test_tab(tab, console_server, behaviour_endpoint)
+        restored = tab.locator(f'article.card[data-card-id="{card_id}"]')
+        expect(restored.locator(".result-gone")).to_contain_text(gone)
+        expect(restored.get_by_role("link", name=re.compile("^Download"))).to_have_count(0)
+        assert restored.get_by_role("img").count() == 0
+        screenshot(restored, "card-body-gone.png")
+    finally:
+        later.close()
