@@ -108,6 +108,13 @@ def set_body(page: Any, text: str) -> None:
     page.keyboard.insert_text(text)
 
 
+def add_first_header(page: Any, name: str, value: str) -> None:
+    page.get_by_text("Custom URL and headers").click()
+    page.get_by_role("button", name="Add header").click()
+    page.get_by_label("Header 1 name").fill(name)
+    page.get_by_label("Header 1 value").fill(value)
+
+
 def send_and_wait(page: Any, status: str) -> Any:
     page.get_by_role("button", name="Send Request").click()
     card = page.locator("article.card").first
@@ -292,10 +299,7 @@ def test_copy_as_code_has_no_credential(
 ) -> None:
     open_test_tab(page, console_server, behaviour_endpoint)
     set_body(page, '{"copy": true}')
-    page.get_by_text("Custom URL and headers").click()
-    page.get_by_role("button", name="Add header").click()
-    page.get_by_label("Header 1 name").fill("X-Amzn-SageMaker-Custom-Attributes")
-    page.get_by_label("Header 1 value").fill("trace=on")
+    add_first_header(page, "X-Amzn-SageMaker-Custom-Attributes", "trace=on")
     card = send_and_wait(page, "Complete")
 
     for label in ("AWS CLI", "boto3", "curl"):
@@ -543,3 +547,163 @@ def test_console_token_sign_in(page: Any, signin_server: SignInServer) -> None:
     page.locator("tbody tr[data-endpoint]").first.wait_for()
     assert page.url == server.url + "/"
     expect(page.locator("#signed-in-as")).to_have_text("Signed in as the console token")
+
+
+def test_sign_in_lockout_shown(browser: Any, signin_server: SignInServer) -> None:
+    server = signin_server.server
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1, so this browser counts as
+    # an address of its own and locks out no other test.
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900},
+        extra_http_headers={"X-Forwarded-For": "203.0.113.70"},
+    )
+    tab = context.new_page()
+    try:
+        tab.goto(server.url + "/console/signin")
+        tab.get_by_label("Access key ID").fill(signin_server.key.access_key_id)
+        submit = tab.get_by_role("button", name="Sign in")
+        for attempt in range(11):
+            tab.get_by_label("Secret access key").fill(f"wrong-guess-{attempt}")
+            expect(submit).to_be_enabled()
+            submit.click()
+            expect(tab.get_by_role("alert")).to_be_visible()
+
+        # The bucket refills while the test runs, so the wait is up to 30 seconds.
+        expect(tab.get_by_role("alert")).to_have_text(
+            re.compile(r"^Too many failed sign-ins from your address\. Wait \d+ seconds?, then")
+        )
+        expect(submit).to_be_disabled()
+        screenshot(tab, "sign-in-locked-out.png")
+    finally:
+        context.close()
+
+
+def test_download_of_dropped_body_explained(
+    browser: Any, page: Any, console_server: Server, behaviour_endpoint: str
+) -> None:
+    open_test_tab(page, console_server, behaviour_endpoint)
+    set_body(page, '{"action": "image"}')
+    card = send_and_wait(page, "Complete")
+    card_id = card.get_attribute("data-card-id")
+    link = card.get_by_role("link", name=re.compile(r"^Download response body"))
+    with page.expect_download() as download:
+        link.click()
+    downloaded = Path(download.value.path()).read_bytes()
+
+    # The server drops its oldest bodies first; deleting the file has the same effect.
+    result_id = (link.get_attribute("href") or "").split("/")[-1].split("?")[0]
+    (console_server.data_dir / "console-results" / result_id).unlink()
+    link.click()
+
+    gone_message = "The server no longer keeps this response body"
+    assert downloaded.startswith(b"\x89PNG")
+    expect(card.locator(".result-gone")).to_contain_text(gone_message)
+    expect(card.get_by_role("link", name=re.compile(r"^Download response body"))).to_have_count(0)
+
+    # A later visit: the card comes back from local storage, without the image in the cache.
+    later = browser.new_context(
+        viewport={"width": 1280, "height": 900}, storage_state=page.context.storage_state()
+    )
+    try:
+        tab = later.new_page()
+        open_test_tab(tab, console_server, behaviour_endpoint)
+        restored = tab.locator(f'article.card[data-card-id="{card_id}"]')
+        expect(restored.locator(".result-gone")).to_contain_text(gone_message)
+        expect(restored.get_by_role("link", name=re.compile("^Download"))).to_have_count(0)
+        assert restored.get_by_role("img").count() == 0
+        screenshot(restored, "card-body-gone.png")
+    finally:
+        later.close()
+
+
+def test_trailing_comma_points_at_comma(
+    page: Any, console_server: Server, behaviour_endpoint: str
+) -> None:
+    open_test_tab(page, console_server, behaviour_endpoint)
+
+    set_body(page, '{\n  "instances": [[5.1, 3.5]],\n}')
+
+    assert page.get_by_role("button", name="Send Request").is_disabled()
+    assert page.locator("#body-status").inner_text() == (
+        "Invalid JSON at line 2, column 28: Trailing comma before '}'."
+    )
+    set_body(page, "[1, 2, ]")
+    assert page.locator("#body-status").inner_text() == (
+        "Invalid JSON at line 1, column 6: Trailing comma before ']'."
+    )
+
+
+def test_rejected_request_has_no_logs_link(
+    page: Any, console_server: Server, behaviour_endpoint: str
+) -> None:
+    open_test_tab(page, console_server, behaviour_endpoint)
+    set_body(page, '{"rejected": true}')
+    add_first_header(page, "Cookie", "session=1")
+
+    card = send_and_wait(page, "Failed")
+
+    assert "HeaderRejected" in card.locator("details.failure").inner_text()
+    assert "Header Cookie is not allowed" in card.locator("details.failure").inner_text()
+    expect(card.get_by_role("link", name="See the endpoint's logs")).to_have_count(0)
+
+
+# 63 characters, the longest endpoint name SageMaker allows, ending in a long unhyphenated part.
+LONG_NAME = "customer-churn-xgboost-production-euwest1-canaryshadowvariantab"
+
+
+@pytest.fixture(scope="module")
+def long_endpoint(
+    console_server: Server, calls_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    assert len(LONG_NAME) == 63
+    archive = write_model(tmp_path_factory.mktemp("long"), BEHAVIOUR_MODEL)
+    description = deploy(
+        console_server, LONG_NAME, str(archive), environment={"CALLS_FILE": str(calls_file)}
+    )
+    assert description["EndpointStatus"] == "InService", description
+    return LONG_NAME
+
+
+def page_width(page: Any) -> int:
+    return int(page.evaluate("document.documentElement.scrollWidth"))
+
+
+def test_narrow_window_long_name_fits(
+    browser: Any, console_server: Server, long_endpoint: str
+) -> None:
+    context = browser.new_context(viewport={"width": 400, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    try:
+        tab.goto(console_server.url + "/")
+        tab.locator(f'tbody tr[data-endpoint="{long_endpoint}"]').wait_for()
+        list_width = page_width(tab)
+        name_cell = tab.locator(f'tbody tr[data-endpoint="{long_endpoint}"] td').first
+        name_box = name_cell.bounding_box()
+
+        open_test_tab(tab, console_server, long_endpoint)
+        tab.get_by_text("Custom URL and headers").click()
+        tab.get_by_role("button", name="Add header").click()
+        set_body(tab, '{"narrow": true}')
+        card = send_and_wait(tab, "Complete")
+        screenshot(tab, "narrow-test-tab.png")
+        test_width = page_width(tab)
+        card_box = card.bounding_box()
+        fields_box = card.locator(".card-fields").bounding_box()
+        crumb = tab.locator("#breadcrumb li").last
+        crumb_box = crumb.bounding_box()
+        top_bar_box = tab.locator(".top-bar").bounding_box()
+    finally:
+        context.close()
+
+    assert list_width == 400
+    assert name_box is not None
+    assert name_box["width"] >= 150
+    assert test_width == 400
+    assert card_box is not None
+    assert fields_box is not None
+    assert fields_box["x"] + fields_box["width"] <= card_box["x"] + card_box["width"]
+    assert crumb_box is not None
+    assert top_bar_box is not None
+    assert crumb_box["x"] + crumb_box["width"] <= top_bar_box["x"] + top_bar_box["width"]
+    assert top_bar_box["height"] < 60

@@ -131,8 +131,9 @@ class ConsoleAPI:
         elif segments[0] == "endpoints" and segments[2:] == ["invocations"] and method == "POST":
             envelope = await _read_envelope(scope, receive)
             await self.invoker.handle(segments[1], envelope, receive, send)
-        elif segments[0] == "results" and len(segments) == 2 and method == "GET":
-            await self.invoker.send_result(segments[1], "download" in query, send)
+        elif segments[0] == "results" and len(segments) == 2 and method in ("GET", "HEAD"):
+            download = "download" in query
+            await self.invoker.send_result(segments[1], download, method == "HEAD", send)
         elif segments[0] == "settings" and len(segments) == 1 and method == "GET":
             await send_json(send, 200, self.console_settings())
         else:

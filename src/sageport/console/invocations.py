@@ -33,6 +33,12 @@ logger = logging.getLogger("sageport.console")
 PREVIEW_BYTES = 256 * 1024
 # SageMaker's real-time payload limit.
 MAX_REQUEST_BODY = 6 * 2**20
+# Directory, inside the data directory, of the whole response bodies behind download links.
+RESULTS_DIRECTORY = "console-results"
+RESULT_GONE = (
+    "This response body is no longer kept: the server keeps the 200 most recent ones "
+    "(256 MB in all) and drops the oldest first. Send the request again to get it."
+)
 _TEXT_TYPES = ("text/", "application/json", "application/x-ndjson", "application/jsonlines")
 
 
@@ -56,7 +62,7 @@ class Invoker:
     def __init__(self, routing: RoutingTable, settings: Settings) -> None:
         self._routing = routing
         self._guard = TargetGuard(settings.allowed_test_targets)
-        self.results = ResultStore()
+        self.results = ResultStore(settings.data_dir / RESULTS_DIRECTORY)
 
     async def handle(
         self, name: str, envelope: dict[str, Any], receive: Receive, send: Send
@@ -74,7 +80,8 @@ class Invoker:
             return
         watcher.cancel()
         outcome = work.result()
-        await send_json(send, 200, self._render(outcome, sent_at, time.time()))
+        completed_at = time.time()
+        await send_json(send, 200, await self._render(outcome, sent_at, completed_at))
 
     async def _run(self, name: str, request: ConsoleTestRequest) -> Outcome:
         started = time.perf_counter_ns()
@@ -135,9 +142,11 @@ class Invoker:
             },
         )
 
-    def _render(self, outcome: Outcome, sent_at: float, completed_at: float) -> dict[str, Any]:
+    async def _render(
+        self, outcome: Outcome, sent_at: float, completed_at: float
+    ) -> dict[str, Any]:
         content_type = outcome.content_type or "application/octet-stream"
-        result_id = self.results.put(outcome.body, content_type)
+        result_id = await self.results.put(outcome.body, content_type) if outcome.body else None
         model_ms = outcome.model_us / 1000 if outcome.model_us is not None else None
         execution_ms = outcome.execution_us / 1000
         return {
@@ -155,16 +164,23 @@ class Invoker:
             "error": outcome.error,
         }
 
-    async def send_result(self, result_id: str, download: bool, send: Send) -> None:
-        """Send a stored body whole, inline or as an attachment."""
-        stored = self.results.get(result_id)
+    async def send_result(self, result_id: str, download: bool, head: bool, send: Send) -> None:
+        """Send a stored body whole, inline or as an attachment.
+
+        HEAD gets only the status, so the page can check that a body is still
+        kept before it follows a download link.
+        """
+        if head:
+            if not self.results.exists(result_id):
+                raise NotFound(RESULT_GONE)
+            await send_response(send, 200, [(b"cache-control", b"no-store")], b"")
+            return
+
+        stored = await self.results.get(result_id)
         if stored is None:
-            raise NotFound(
-                "That response body is no longer kept: the server keeps the most recent "
-                "ones in memory only. Send the request again."
-            )
+            raise NotFound(RESULT_GONE)
         headers = [
-            (b"content-type", stored.content_type.encode("latin-1")),
+            (b"content-type", stored.content_type.encode("latin-1", errors="replace")),
             (b"x-content-type-options", b"nosniff"),
             (b"content-security-policy", b"default-src 'none'; sandbox"),
             (b"cache-control", b"private, max-age=3600"),
@@ -247,14 +263,12 @@ def _failed(exc: SageportError, started: int) -> Outcome:
     )
 
 
-def _preview(body: bytes, content_type: str, result_id: str) -> dict[str, Any]:
+def _preview(body: bytes, content_type: str, result_id: str | None) -> dict[str, Any]:
     head = body[:PREVIEW_BYTES]
-    preview: dict[str, Any] = {
-        "size": len(body),
-        "truncated": len(body) > PREVIEW_BYTES,
-        "url": f"/console/api/results/{result_id}",
-        "download": f"/console/api/results/{result_id}?download",
-    }
+    preview: dict[str, Any] = {"size": len(body), "truncated": len(body) > PREVIEW_BYTES}
+    if result_id is not None:
+        preview["url"] = f"/console/api/results/{result_id}"
+        preview["download"] = f"/console/api/results/{result_id}?download"
     if _is_text(content_type, head):
         # Cut at a character boundary so the preview is valid UTF-8.
         preview["text"] = head.decode("utf-8", errors="ignore")

@@ -40,6 +40,18 @@ class SignInFailed(SageportError):
     status = 401
 
 
+class TooManySignInAttempts(SageportError):
+    """A sign-in attempt while its client address, or the whole server, has failed too often."""
+
+    code = "TooManySignInAttempts"
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        # Whole seconds until an attempt may succeed, sent as the Retry-After header.
+        self.retry_after = retry_after
+
+
 class CsrfRejected(SageportError):
     """A state-changing console request without the session's CSRF token."""
 
@@ -56,4 +68,8 @@ async def send_json(
 
 
 async def send_error(send: Send, error: SageportError) -> None:
-    await send_json(send, error.status, {"error": {"code": error.code, "message": error.message}})
+    headers: Headers = []
+    if isinstance(error, TooManySignInAttempts):
+        headers.append((b"retry-after", str(error.retry_after).encode("ascii")))
+    payload = {"error": {"code": error.code, "message": error.message}}
+    await send_json(send, error.status, payload, headers)

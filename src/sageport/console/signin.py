@@ -8,7 +8,8 @@ POST. Secrets and tokens are compared as SHA-256 digests with
 ``hmac.compare_digest``, so the comparison's time does not depend on how
 much of a secret matches. Every failed sign-in gets the same error, and an
 unknown access key is compared against a random secret, so the response does
-not reveal which key ids exist.
+not reveal which key ids exist. Failed sign-ins are rate-limited per client
+address and for the whole server (``sign_in_limits``).
 
 The console token is never logged: it goes to a file readable only by the
 server's user, and to stderr only when stderr is a terminal (see
@@ -28,8 +29,15 @@ from typing import Any, TextIO
 
 from sageport.auth.keys import AccessKey, KeyRing
 from sageport.console.bodies import read_json_object
-from sageport.console.responses import CsrfRejected, NotSignedIn, SignInFailed, send_json
+from sageport.console.responses import (
+    CsrfRejected,
+    NotSignedIn,
+    SignInFailed,
+    TooManySignInAttempts,
+    send_json,
+)
 from sageport.console.sessions import Session, SessionStore, digest
+from sageport.console.sign_in_limits import Lockout, SignInLimiter
 from sageport.protocol.asgi import Headers, Receive, Scope, Send, header
 
 logger = logging.getLogger("sageport.console")
@@ -54,9 +62,11 @@ class ConsoleSignIn:
         port: int,
         sessions: SessionStore | None = None,
         console_token: str | None = None,
+        limiter: SignInLimiter | None = None,
     ) -> None:
         self._keys = keys
         self.sessions = sessions or SessionStore()
+        self._limiter = limiter or SignInLimiter()
         self.console_token = console_token or secrets.token_urlsafe(32)
         self._token_digest = digest(self.console_token)
         # Browsers do not separate cookies by port, so two servers on one host
@@ -103,18 +113,37 @@ class ConsoleSignIn:
         return session
 
     async def sign_in(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check the credentials in the body, start a session and set its cookie."""
-        body = await read_json_object(scope, receive, MAX_SIGN_IN_BODY, "The sign-in request")
+        """Check the credentials in the body, start a session and set its cookie.
+
+        Raises TooManySignInAttempts, before the body is read, while the
+        client's address or the server has failed to sign in too often.
+        """
         client = _client(scope)
+        address = _client_address(scope)
+        lockout = self._limiter.check(address)
+        if lockout is not None:
+            logger.debug("Console sign-in from %s rejected: too many failures", client)
+            raise TooManySignInAttempts(_lockout_message(lockout), lockout.retry_after)
+
+        body = await read_json_object(scope, receive, MAX_SIGN_IN_BODY, "The sign-in request")
         access_key_id, secret_digest, label, reason = self._check_credentials(body)
         if reason is not None:
-            logger.warning("Console sign-in from %s failed: %s", client, reason)
+            self._record_failure(client, address, reason)
             raise SignInFailed(SIGN_IN_FAILED)
 
         cookie, session = self.sessions.create(access_key_id, secret_digest, label)
         logger.info("Console sign-in from %s as %s", client, label)
         set_cookie = self._set_cookie(scope, cookie, int(self.sessions.lifetime))
         await send_json(send, 200, describe(session), [(b"set-cookie", set_cookie)])
+
+    def _record_failure(self, client: str, address: str | None, reason: str) -> None:
+        address_locked, server_locked = self._limiter.record_failure(address)
+        consequence = ""
+        if server_locked:
+            consequence = "; the server now rejects sign-ins from every address for a while"
+        elif address_locked:
+            consequence = "; the server now rejects sign-ins from this address for a while"
+        logger.warning("Console sign-in from %s failed: %s%s", client, reason, consequence)
 
     async def sign_out(self, scope: Scope, send: Send, session: Session) -> None:
         """End the request's session and clear its cookie."""
@@ -268,6 +297,20 @@ def _is_https(scope: Scope) -> bool:
     # withholds over plain http, so trusting it cannot weaken anything.
     forwarded = (header(scope, b"x-forwarded-proto") or b"").split(b",")[0].strip().lower()
     return scope.get("scheme") == "https" or forwarded == b"https"
+
+
+def _lockout_message(lockout: Lockout) -> str:
+    where = "on this server" if lockout.server_wide else "from your address"
+    unit = "second" if lockout.retry_after == 1 else "seconds"
+    return f"Too many failed sign-ins {where}. Wait {lockout.retry_after} {unit}, then try again."
+
+
+def _client_address(scope: Scope) -> str | None:
+    # uvicorn 0.55 puts X-Forwarded-For's client here in place of the peer
+    # only when the peer is in FORWARDED_ALLOW_IPS ("127.0.0.1,::1" unless
+    # set), so a TLS proxy on the same host is limited per real client.
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _client(scope: Scope) -> str:

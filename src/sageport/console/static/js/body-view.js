@@ -1,7 +1,7 @@
 // Render a response body preview: JSON as a collapsible tree, CSV as a table,
 // images inline, other binary as size and hex. The server sends at most a
 // bounded preview, so nothing here ever parses a large body.
-import { el, formatBytes } from "./format.js";
+import { el, formatBytes, goToSignIn } from "./format.js";
 
 const MAX_TREE_NODES = 2000;
 const MAX_CSV_ROWS = 200;
@@ -12,18 +12,65 @@ export function renderBody(body, contentType) {
   if (body.truncated) {
     parts.push(el("p", { class: "notice", text: `Showing the first ${formatBytes(body.text !== undefined ? new Blob([body.text]).size : 4096)} of ${formatBytes(body.size)}. Download the whole body below.` }));
   }
+  const download = body.download && body.size > 0 ? downloadLink(body) : null;
   if (type.startsWith("image/") && body.url) {
-    parts.push(el("img", { class: "response-image", src: body.url, alt: `Response image (${contentType}, ${formatBytes(body.size)})` }));
+    const image = el("img", { class: "response-image", src: body.url, alt: `Response image (${contentType}, ${formatBytes(body.size)})` });
+    image.addEventListener("error", async () => {
+      const problem = await resultProblem(body.url);
+      image.replaceWith(el("p", { class: "notice result-gone", text: problem?.message || `The response is not an image the browser can show (${contentType}).` }));
+      if (problem?.gone) download?.remove();
+    }, { once: true });
+    parts.push(image);
   } else if (body.text !== undefined) {
     parts.push(renderText(body, type));
   } else if (body.base64 !== undefined) {
     parts.push(el("p", { text: `Binary body, ${formatBytes(body.size)} (${contentType}).` }), el("pre", { class: "hex", tabindex: "0", "aria-label": "Hex preview", text: hexPreview(body.base64) }));
   }
-  if (body.download && body.size > 0) {
-    parts.push(el("p", {}, el("a", { href: body.download, download: "response", text: `Download response body (${formatBytes(body.size)})` })));
-  }
+  if (download) parts.push(download);
   if (body.size === 0) parts.push(el("p", { class: "muted", text: "Empty body." }));
   return el("div", { class: "response-body" }, parts);
+}
+
+// Cards outlive the bodies they link to: they stay in the browser, while the
+// server keeps only its most recent bodies. So the link first checks with HEAD
+// that the body is still there, and shows a plain message when it is not.
+function downloadLink(body) {
+  const link = el("a", { href: body.download, download: "response", text: `Download response body (${formatBytes(body.size)})` });
+  const paragraph = el("p", {}, link);
+  let checked = false;
+  link.addEventListener("click", async (event) => {
+    if (checked) {
+      checked = false;
+      return;
+    }
+    event.preventDefault();
+    const problem = await resultProblem(body.url);
+    if (problem) {
+      paragraph.replaceChildren(el("span", { class: "notice result-gone", role: "status", text: problem.message }));
+      return;
+    }
+    checked = true;
+    link.click();
+  });
+  return paragraph;
+}
+
+// Return null when the server still has a stored body, else {gone, message}
+// where gone is true when the server no longer keeps it.
+async function resultProblem(url) {
+  let response;
+  try {
+    // no-store: a cached GET of the body would otherwise satisfy the HEAD.
+    response = await fetch(url, { method: "HEAD", credentials: "same-origin", cache: "no-store" });
+  } catch (error) {
+    return { gone: false, message: `The console could not reach the server: ${error.message}` };
+  }
+  if (response.ok) return null;
+  if (response.status === 404) {
+    return { gone: true, message: "The server no longer keeps this response body: it keeps the 200 most recent ones (256 MB in all) and drops the oldest first. Send the request again to get it." };
+  }
+  if (response.status === 401) goToSignIn();
+  return { gone: false, message: `The response body could not be fetched: HTTP ${response.status}.` };
 }
 
 function renderText(body, type) {

@@ -101,7 +101,10 @@ function failureReason(card, actions) {
   if (error.original_message) {
     details.append(el("p", { text: "Original message:" }), el("pre", { class: "original-message", tabindex: "0", text: error.original_message }));
   }
-  details.append(el("p", {}, el("a", { href: "?tab=logs", onclick: (event) => { event.preventDefault(); actions.showLogs(); }, text: "See the endpoint's logs" })));
+  // The endpoint's logs can explain only a request that reached the endpoint.
+  if (!card.result?.rejected && !card.request.customUrl) {
+    details.append(el("p", {}, el("a", { href: "?tab=logs", onclick: (event) => { event.preventDefault(); actions.showLogs(); }, text: "See the endpoint's logs" })));
+  }
   return details;
 }
 

@@ -125,7 +125,7 @@ function renderOverview(panel, detail) {
   });
   panel.replaceChildren(
     el("dl", { class: "facts" }, facts.map(([label, value]) => [el("dt", { text: label }), el("dd", {}, value)])),
-    variants, ...models);
+    el("div", { class: "table-scroll" }, variants), ...models);
 }
 
 async function renderLogs(panel, name) {

@@ -58,7 +58,17 @@ function scan(text) {
     for (;;) {
       item();
       skipWhitespace();
-      if (text[index] === ",") { index += 1; continue; }
+      if (text[index] === ",") {
+        // A trailing comma is the most common slip, so the error points at the comma, not at the bracket after it.
+        const comma = index;
+        index += 1;
+        skipWhitespace();
+        if (text[index] === close) {
+          index = comma;
+          fail(`Trailing comma before '${close}'`);
+        }
+        continue;
+      }
       if (text[index] === close) { index += 1; return; }
       fail(`Expected ',' or '${close}', found ${describe()}`);
     }

@@ -38,11 +38,11 @@ export function renderList(main) {
   main.replaceChildren(
     el("h1", { text: "Endpoints" }),
     el("div", { class: "toolbar" }, search, status, sort, order),
-    el("table", { class: "endpoints" },
+    el("div", { class: "table-scroll" }, el("table", { class: "endpoints" },
       el("caption", { class: "visually-hidden", text: "Endpoints" }),
       el("thead", {}, el("tr", {},
         ["Name", "Status", "Created", "Last modified", "Variants"].map((label) => el("th", { scope: "col", text: label })))),
-      body),
+      body)),
     el("div", { class: "pager" }, summary, previous, next),
   );
 

@@ -68,6 +68,13 @@ export function renderSignIn(main) {
         return;
       }
       problem.textContent = payload.error?.message || `Sign-in failed: HTTP ${response.status}.`;
+      if (response.status === 429) {
+        // The server rejects every attempt until Retry-After passes, so the button waits too.
+        const seconds = Number(response.headers.get("Retry-After")) || 1;
+        problem.hidden = false;
+        window.setTimeout(() => { submit.disabled = false; }, seconds * 1000);
+        return;
+      }
     } catch (error) {
       problem.textContent = `The console could not reach the server: ${error.message}`;
     }

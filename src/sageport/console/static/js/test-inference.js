@@ -144,14 +144,15 @@ export function renderTestInference(panel, detail, showLogs) {
       });
       const payload = await response.json();
       if (response.status === 401) goToSignIn();
-      card.result = response.ok ? payload : { error: payload.error };
+      // A non-2xx response means the server rejected the test request before it reached the endpoint.
+      card.result = response.ok ? payload : { error: payload.error, rejected: true };
       card.status = response.ok ? payload.status : "Failed";
     } catch (error) {
       if (error.name === "AbortError") {
         card.status = "Cancelled";
       } else {
         card.status = "Failed";
-        card.result = { error: { code: "NetworkError", message: `The console could not reach the server: ${error.message}` } };
+        card.result = { error: { code: "NetworkError", message: `The console could not reach the server: ${error.message}` }, rejected: true };
       }
     }
     state.controllers.delete(card.id);
