@@ -15,6 +15,7 @@ import sys
 import tarfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,14 @@ class Server:
             text=True,
             timeout=60,
         )
+
+
+def started(server: Server) -> Iterator[Server]:
+    """Start ``server``, yield it, then stop it if it is still running; for fixtures."""
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.stop()
 
 
 def write_model(directory: Path, inference_py: str, files: dict[str, bytes] | None = None) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.harness import Server, deploy, write_model
+from tests.harness import Server, deploy, started, write_model
 
 ECHO_MODEL = """
 def model_fn(model_dir):
@@ -39,13 +39,6 @@ def transform_fn(model, data, content_type, accept):
     time.sleep(2)
     return b"done", "text/plain"
 """
-
-
-def started(server: Server) -> Iterator[Server]:
-    server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.stop()
 
 
 @pytest.fixture
