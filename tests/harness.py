@@ -15,7 +15,7 @@ import sys
 import tarfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,16 @@ class Server:
             text=True,
             timeout=60,
         )
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30) -> bool:
+    """Poll ``condition`` every 50 ms; return whether it held within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def started(server: Server) -> Iterator[Server]:
