@@ -99,8 +99,8 @@ def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: 
     orphans = wait_gone(old_pids)
     fresh_server.start()
     restored = wait_for_status(fresh_server, "survivor", {"InService", "Failed"})
-    # The endpoint stays InService across the restart; its instances take a
-    # moment to start, and until then callers get a retryable ServiceUnavailable.
+    # The endpoint stays InService across the restart. Its instances take a
+    # moment to start, and invocations wait for them, up to a few seconds.
     answer = invoke_when_ready(fresh_server, "survivor")
     broken = fresh_server.client("sagemaker").describe_endpoint(EndpointName="broken")
 
@@ -111,6 +111,30 @@ def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: 
     assert broken["EndpointStatus"] == "Failed"
     assert len(fresh_server.instance_pids()) == 2
     assert not set(fresh_server.instance_pids()) & set(old_pids)
+
+
+@pytest.fixture
+def patient_server(tmp_path: Path) -> Iterator[Server]:
+    """A server whose invocations wait up to 60 s for instances that are starting.
+
+    The wait is generous so that a slow machine still starts an instance in time.
+    """
+    yield from started(Server(tmp_path / "data", extra_args=["--instance-ready-wait", "60"]))
+
+
+def test_first_invoke_after_restart_waits(patient_server: Server, tmp_path: Path) -> None:
+    deploy(patient_server, "eager", str(write_model(tmp_path, ECHO_MODEL)))
+    old_pids = patient_server.instance_pids()
+
+    patient_server.stop(signal.SIGKILL)
+    wait_gone(old_pids)
+    patient_server.start()
+    # The first call once /ping returns 200, with no retry.
+    answer = invoke_echo(patient_server, "eager")
+    status = patient_server.client("sagemaker").describe_endpoint(EndpointName="eager")
+
+    assert answer == b"echo:hi"
+    assert status["EndpointStatus"] == "InService"
 
 
 def test_store_survives_restart(fresh_server: Server) -> None:

@@ -45,8 +45,10 @@ from sageport.dataplane.invoke import (
     invocation_result,
     mark_unreachable,
     model_error,
+    ready_deadline,
     timed_out_error,
     usable_instance,
+    wait_for_instance,
 )
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
 from sageport.dataplane.upstream import (
@@ -333,9 +335,10 @@ async def invoke_model(
 
     forwarded = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()]
     started = time.perf_counter_ns()
+    deadline = ready_deadline(route)
     # One retry covers an instance that lost the model, e.g. after a restart.
     for attempt in range(2):
-        instance = _available_instance(route, variant, models, name)
+        instance = await _available_instance(route, variant, models, name, deadline)
         loaded = models.start_load(route, instance, name)
         await _wait_loaded(route, name, loaded, models.budget.load_wait)
 
@@ -387,10 +390,17 @@ def default_memory_budget() -> int:
         return 2**30
 
 
-def _available_instance(
-    route: EndpointRoute, variant: VariantRoute, models: MultiModelVariant, name: str
+async def _available_instance(
+    route: EndpointRoute,
+    variant: VariantRoute,
+    models: MultiModelVariant,
+    name: str,
+    deadline: float,
 ) -> InstanceRoute:
-    return usable_instance(route, variant, models.pick_instance(variant, name))
+    instance = await wait_for_instance(
+        variant, lambda: models.pick_instance(variant, name), deadline
+    )
+    return usable_instance(route, variant, instance)
 
 
 async def _wait_loaded(route: EndpointRoute, name: str, loaded: LoadedModel, wait: float) -> None:

@@ -215,6 +215,7 @@ class Reconciler:
             record.name,
             [variant.route for variant in fleet.variants],
             self._arns.log_group(region, record.name),
+            ready_wait=self._settings.instance_ready_wait,
         )
         self._routing.put(route)
 
