@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, Server
+from tests.harness import REPO, Server, started
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +42,4 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Iterator[Server]:
     """A server of the test's own, for tests that stop or kill it."""
-    instance = Server(tmp_path / "data")
-    instance.start()
-    yield instance
-    if instance.process is not None and instance.process.poll() is None:
-        instance.stop()
+    yield from started(Server(tmp_path / "data"))

@@ -15,6 +15,7 @@ import sys
 import tarfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,24 @@ class Server:
             text=True,
             timeout=60,
         )
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30) -> bool:
+    """Poll ``condition`` every 50 ms; return whether it held within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def started(server: Server) -> Iterator[Server]:
+    """Start ``server``, yield it, then stop it if it is still running; for fixtures."""
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.stop()
 
 
 def write_model(directory: Path, inference_py: str, files: dict[str, bytes] | None = None) -> Path:

@@ -35,7 +35,7 @@ class Application:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(settings.store_path)
-        self.routing = RoutingTable()
+        self.routing = RoutingTable(settings.instance_ready_wait)
         arns = Arns(settings.account_id)
         self.reconciler = Reconciler(settings, self.store, self.routing, arns)
         self.control = ControlPlane(

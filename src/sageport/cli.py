@@ -102,6 +102,17 @@ def main() -> None:
     help="Requests that may wait for a busy instance before callers get ServiceUnavailable.",
 )
 @click.option(
+    "--instance-ready-wait",
+    default=5.0,
+    type=click.FloatRange(0),
+    envvar="SAGEPORT_INSTANCE_READY_WAIT",
+    help=(
+        "Seconds an invocation waits for its endpoint's instances while they start after a "
+        "server restart, or while a crashed instance restarts, before it gets "
+        "ServiceUnavailable (503)."
+    ),
+)
+@click.option(
     "--max-instances-per-variant",
     default=20,
     type=click.IntRange(1),
@@ -192,6 +203,7 @@ def serve(
     startup_timeout: float,
     allowed_test_targets: tuple[str, ...],
     max_queued_requests: int,
+    instance_ready_wait: float,
     max_instances_per_variant: int,
     health_check_interval: float,
     image_table: Path | None,
@@ -222,6 +234,7 @@ def serve(
         startup_timeout=startup_timeout,
         allowed_test_targets=origins,
         max_queued_requests=max_queued_requests,
+        instance_ready_wait=instance_ready_wait,
         max_instances_per_variant=max_instances_per_variant,
         health_check_interval=health_check_interval,
         image_rules=_image_rules(image_table),

@@ -32,6 +32,10 @@ class Settings:
     # Requests that may wait for a busy instance, beyond one per worker, before
     # callers get a retryable ServiceUnavailable instead.
     max_queued_requests: int = 100
+    # Seconds an invocation waits for its endpoint's instances while they
+    # start after a server restart, or while a crashed instance restarts,
+    # before it gets a retryable ServiceUnavailable.
+    instance_ready_wait: float = 5.0
     # The maximum number of instances one production variant may request.
     max_instances_per_variant: int = 20
     # Seconds between /ping checks of an idle instance in service.

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from sageport.dataplane.invoke import wait_for_instance
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, RoutingTable, VariantRoute
 from sageport.errors import ValidationError
 
@@ -104,5 +105,74 @@ def test_table_swaps_routes_and_tracks_starting() -> None:
         assert table.get("ep") is None
         await first.close()
         await second.close()
+
+    asyncio.run(check())
+
+
+def test_starting_route_awaited_until_installed() -> None:
+    async def check() -> None:
+        table = RoutingTable(ready_wait=60.0)
+        table.starting.add("ep")
+        route = make_route(("a", 1.0))
+
+        waiter = asyncio.create_task(table.wait_for_route("ep"))
+        await asyncio.sleep(0)
+        pending = not waiter.done()
+        table.put(route)
+        found = await waiter
+
+        assert pending
+        assert found is route
+        await route.close()
+
+    asyncio.run(check())
+
+
+def test_starting_route_wait_bounded() -> None:
+    async def check() -> None:
+        table = RoutingTable(ready_wait=0.01)
+        table.starting.add("ep")
+
+        found = await table.wait_for_route("ep")
+
+        assert found is None
+        assert "ep" in table.starting
+        assert await table.wait_for_route("unknown") is None
+
+    asyncio.run(check())
+
+
+def test_restarting_instance_awaited() -> None:
+    async def check() -> None:
+        route = make_route(("a", 1.0))
+        variant = route.variants[0]
+        (instance,) = variant.instances
+        instance.healthy = False
+        deadline = asyncio.get_running_loop().time() + 60
+
+        waiter = asyncio.create_task(wait_for_instance(variant, variant.pick_instance, deadline))
+        await asyncio.sleep(0)
+        pending = not waiter.done()
+        instance.healthy = True
+        found = await waiter
+
+        assert pending
+        assert found is instance
+        await route.close()
+
+    asyncio.run(check())
+
+
+def test_unhealthy_instance_wait_bounded() -> None:
+    async def check() -> None:
+        route = make_route(("a", 1.0))
+        variant = route.variants[0]
+        variant.instances[0].healthy = False
+        deadline = asyncio.get_running_loop().time() + 0.01
+
+        found = await wait_for_instance(variant, variant.pick_instance, deadline)
+
+        assert found is None
+        await route.close()
 
     asyncio.run(check())

@@ -6,8 +6,10 @@ servers started on 127.0.0.1 for the test.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
+import os
 import re
 import socket
 import tarfile
@@ -375,6 +377,109 @@ def test_unsafe_rejected_without_data_filter(
         fetch_model_data(str(archive), tmp_path / "unpack" / "model")
 
     assert sorted(path.name for path in (tmp_path / "unpack").iterdir()) == []
+
+
+# Archives whose members cannot be written.
+
+_FIX_LINKS = (
+    "Rebuild the archive with the linked files in place of the links (tar -h), "
+    "or without the broken link."
+)
+_FIX_MEMBERS = "Rebuild the archive so that no path is both a file and a directory."
+
+UNWRITABLE_ARCHIVES: list[tuple[list[Member], str]] = [
+    (
+        [("code", "dir", ""), ("code/lib", "symlink", "missing"), ("code/lib/x.py", "file", "x")],
+        "the member 'code/lib/x.py', which could not be unpacked: 'code/lib' is a symbolic "
+        f"link to 'missing', a path that does not exist in the model data. {_FIX_LINKS}",
+    ),
+    (
+        [("code", "dir", ""), ("code/lib", "symlink", "missing"), ("code/lib/sub", "dir", "")],
+        "the member 'code/lib/sub', which could not be unpacked: 'code/lib' is a symbolic "
+        f"link to 'missing', a path that does not exist in the model data. {_FIX_LINKS}",
+    ),
+    (
+        [("a", "file", "a"), ("b", "symlink", "a"), ("b/c", "file", "c")],
+        "the member 'b/c', which could not be unpacked: 'b' is a symbolic link to 'a', "
+        f"which is a file, not a directory. {_FIX_LINKS}",
+    ),
+    (
+        [("a", "symlink", "b"), ("b", "symlink", "a"), ("a/x", "file", "x")],
+        "the member 'a/x', which could not be unpacked: 'a' is a symbolic link to 'b', "
+        f"which leads back to itself. {_FIX_LINKS}",
+    ),
+    (
+        [("a", "file", "a"), ("a/b", "file", "b")],
+        "the member 'a/b', which could not be unpacked: 'a' is a file in the archive, "
+        f"not a directory. {_FIX_MEMBERS}",
+    ),
+    (
+        [("a", "dir", ""), ("a/x", "file", "x"), ("a", "file", "a")],
+        "the member 'a', which could not be unpacked: an earlier member made 'a' a "
+        f"directory. {_FIX_MEMBERS}",
+    ),
+    (
+        [("h", "hardlink", "missing")],
+        "the member 'h', which could not be unpacked: it is a hard link to 'missing', "
+        f"which is not an earlier member of the archive. {_FIX_LINKS}",
+    ),
+    (
+        [("x" * 300, "file", "x")],
+        f"the member '{'x' * 300}', which could not be unpacked: its path is too long for "
+        "this file system. Shorten the path.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("members", "reason"), UNWRITABLE_ARCHIVES)
+def test_unwritable_member_named(tmp_path: Path, members: list[Member], reason: str) -> None:
+    archive = build_tar(tmp_path / "model.tar.gz", members)
+    dest = tmp_path / "unpack" / "model"
+
+    with pytest.raises(ArtifactError) as caught:
+        fetch_model_data(str(archive), dest)
+
+    assert str(caught.value) == f"Model data at {archive} contains {reason}"
+    assert "disk space" not in str(caught.value)
+    assert list((tmp_path / "unpack").iterdir()) == []
+
+
+def test_dangling_link_alone_allowed(tmp_path: Path) -> None:
+    members: list[Member] = [("code", "dir", ""), ("code/lib", "symlink", "missing")]
+    archive = build_tar(tmp_path / "model.tar.gz", members)
+    dest = tmp_path / "model"
+
+    fetch_model_data(str(archive), dest)
+
+    assert (dest / "code" / "lib").is_symlink()
+    assert not (dest / "code" / "lib").exists()
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (errno.ENOSPC, "No space left on device. Free disk space for Sageport's data directory."),
+        (errno.EACCES, "Permission denied. Check the permissions of Sageport's data directory."),
+        (errno.EIO, "Input/output error."),
+    ],
+)
+def test_machine_error_hint_matches_errno(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, reason: str
+) -> None:
+    archive = build_tar(tmp_path / "model.tar.gz", MODEL_MEMBERS)
+
+    def fail(self: tarfile.TarFile, tarinfo: tarfile.TarInfo, targetpath: str) -> None:
+        raise OSError(code, os.strerror(code), targetpath)
+
+    monkeypatch.setattr(tarfile.TarFile, "makefile", fail)
+
+    with pytest.raises(ArtifactError) as caught:
+        fetch_model_data(str(archive), tmp_path / "model")
+
+    assert str(caught.value) == (
+        f"Model data at {archive} contains the member 'model.joblib', which could not be "
+        f"unpacked: {reason}"
+    )
 
 
 # Files that are not archives.
@@ -762,4 +867,18 @@ def test_s3_empty_prefix(tmp_path: Path, s3_client: Any) -> None:
 
     assert str(caught.value) == (
         "Could not find model data at s3://models/nothing/: no objects under this prefix."
+    )
+
+
+def test_s3_key_under_object_named(tmp_path: Path, s3_client: Any) -> None:
+    # "iris/code" is an object, so "iris/code/inference.py" has no directory to go in.
+    s3_client.put_object(Bucket="models", Key="iris/code", Body=b"x")
+    s3_client.put_object(Bucket="models", Key="iris/code/inference.py", Body=b"code")
+
+    with pytest.raises(ArtifactError) as caught:
+        fetch_model_data("s3://models/iris/", tmp_path / "model")
+
+    assert str(caught.value) == (
+        "Could not fetch model data from s3://models/iris/: File exists on 'code' in the "
+        "model data."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.harness import Server, deploy, wait_for_status, write_model
+from tests.harness import Server, deploy, wait_for_status, wait_until, write_model
 
 # model_fn appends the model's name to LOG, so a test can count loads.
 INFERENCE = """
@@ -66,7 +67,7 @@ def make_prefix(root: Path, names: list[str], sleep: float = 0.0) -> tuple[Path,
     return prefix, log
 
 
-def deploy_multi_model(server: Server, name: str, prefix: Path) -> None:
+def deploy_multi_model(server: Server, name: str, prefix: Path, instance_count: int = 1) -> None:
     sagemaker = server.client("sagemaker")
     sagemaker.create_model(
         ModelName=name,
@@ -83,7 +84,7 @@ def deploy_multi_model(server: Server, name: str, prefix: Path) -> None:
             {
                 "VariantName": "AllTraffic",
                 "ModelName": name,
-                "InitialInstanceCount": 1,
+                "InitialInstanceCount": instance_count,
                 "InstanceType": "ml.m5.large",
             }
         ],
@@ -247,3 +248,53 @@ def test_streaming_multi_model_rejected(server: Server, tmp_path: Path) -> None:
 
     assert error["Code"] == "ValidationError"
     assert "InvokeEndpointWithResponseStream cannot name a TargetModel" in error["Message"]
+
+
+def link_dirs(server: Server, endpoint: str) -> list[Path]:
+    """Return the per-instance link directories of an endpoint's multi-model variant."""
+    pattern = f"{endpoint}/*/AllTraffic.models/instances/*"
+    return sorted((server.data_dir / "endpoints").glob(pattern))
+
+
+def test_resize_removes_link_dirs(server: Server, tmp_path: Path) -> None:
+    prefix, _ = make_prefix(tmp_path, ["fast"])
+    slow_prefix, _ = make_prefix(tmp_path / "slow", ["slow"], sleep=2.0)
+    shutil.move(slow_prefix / "slow.tar.gz", prefix / "slow.tar.gz")
+    deploy_multi_model(server, "mme-resize", prefix, instance_count=2)
+
+    # While one instance loads the slow model, the fast one goes to the other
+    # instance, so both instances get a link directory.
+    slow_outcome: list[str] = []
+
+    def invoke_slow() -> None:
+        try:
+            invoke(server, "mme-resize", "slow.tar.gz", 1)
+            slow_outcome.append("ok")
+        except ClientError as exc:
+            slow_outcome.append(str(exc.response["Error"]["Code"]))
+
+    thread = threading.Thread(target=invoke_slow)
+    thread.start()
+    loading = wait_until(lambda: len(link_dirs(server, "mme-resize")) == 1)
+    fast = invoke(server, "mme-resize", "fast.tar.gz", 2)
+    thread.join(timeout=30)
+    before = link_dirs(server, "mme-resize")
+
+    sagemaker = server.client("sagemaker")
+    sagemaker.update_endpoint_weights_and_capacities(
+        EndpointName="mme-resize",
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 1}],
+    )
+    resized = wait_for_status(server, "mme-resize", {"InService", "Failed"})
+    after = link_dirs(server, "mme-resize")
+    again = invoke(server, "mme-resize", "fast.tar.gz", 3)
+
+    assert loading
+    assert fast == {"model": "fast", "input": 2}
+    assert slow_outcome[0] in {"ok", "ModelNotReadyException"}
+    assert len(before) == 2
+    assert resized["EndpointStatus"] == "InService"
+    assert resized["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    assert len(after) == 1
+    assert after[0] in before
+    assert again == {"model": "fast", "input": 3}

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.harness import Server, deploy, free_port, wait_for_status, write_model
+from tests.harness import (
+    Server,
+    deploy,
+    free_port,
+    started,
+    wait_for_status,
+    write_model,
+)
 
 ECHO_MODEL = """
 def model_fn(model_dir):
@@ -62,6 +72,12 @@ def invoke_when_ready(server: Server, name: str, timeout: float = 30) -> bytes:
             time.sleep(0.05)
 
 
+def run_directory(server: Server) -> Path:
+    """Return the directory of the Unix socket that the server's first instance listens on."""
+    arguments = psutil.Process(server.instance_pids()[0]).cmdline()
+    return Path(arguments[arguments.index("--unix-socket") + 1]).parent
+
+
 def test_sigterm_stops_instances_and_exits_zero(fresh_server: Server, tmp_path: Path) -> None:
     deploy(fresh_server, "graceful", str(write_model(tmp_path, ECHO_MODEL)))
     pids = fresh_server.instance_pids()
@@ -83,8 +99,8 @@ def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: 
     orphans = wait_gone(old_pids)
     fresh_server.start()
     restored = wait_for_status(fresh_server, "survivor", {"InService", "Failed"})
-    # The endpoint stays InService across the restart; its instances take a
-    # moment to start, and until then callers get a retryable ServiceUnavailable.
+    # The endpoint stays InService across the restart. Its instances take a
+    # moment to start, and invocations wait for them, up to a few seconds.
     answer = invoke_when_ready(fresh_server, "survivor")
     broken = fresh_server.client("sagemaker").describe_endpoint(EndpointName="broken")
 
@@ -95,6 +111,30 @@ def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: 
     assert broken["EndpointStatus"] == "Failed"
     assert len(fresh_server.instance_pids()) == 2
     assert not set(fresh_server.instance_pids()) & set(old_pids)
+
+
+@pytest.fixture
+def patient_server(tmp_path: Path) -> Iterator[Server]:
+    """A server whose invocations wait up to 60 s for instances that are starting.
+
+    The wait is generous so that a slow machine still starts an instance in time.
+    """
+    yield from started(Server(tmp_path / "data", extra_args=["--instance-ready-wait", "60"]))
+
+
+def test_first_invoke_after_restart_waits(patient_server: Server, tmp_path: Path) -> None:
+    deploy(patient_server, "eager", str(write_model(tmp_path, ECHO_MODEL)))
+    old_pids = patient_server.instance_pids()
+
+    patient_server.stop(signal.SIGKILL)
+    wait_gone(old_pids)
+    patient_server.start()
+    # The first call once /ping returns 200, with no retry.
+    answer = invoke_echo(patient_server, "eager")
+    status = patient_server.client("sagemaker").describe_endpoint(EndpointName="eager")
+
+    assert answer == b"echo:hi"
+    assert status["EndpointStatus"] == "InService"
 
 
 def test_store_survives_restart(fresh_server: Server) -> None:
@@ -199,3 +239,58 @@ def test_second_server_on_same_data_dir_refused(fresh_server: Server, tmp_path: 
     assert f"pid {fresh_server.process.pid if fresh_server.process else ''}" in second.stderr
     assert fresh_server.instance_pids() == pids
     assert invoke_echo(fresh_server, "guarded") == b"echo:hi"
+
+
+@pytest.fixture
+def second_server(tmp_path: Path) -> Iterator[Server]:
+    """A server on a data directory of its own, beside ``fresh_server``."""
+    yield from started(Server(tmp_path / "second-data"))
+
+
+def test_kill_9_then_restart_removes_run_dir(
+    fresh_server: Server, second_server: Server, tmp_path: Path
+) -> None:
+    archive = write_model(tmp_path, ECHO_MODEL)
+    deploy(fresh_server, "sockets", str(archive))
+    deploy(second_server, "neighbour", str(archive))
+    old_run_dir = run_directory(fresh_server)
+    neighbour_run_dir = run_directory(second_server)
+    old_pids = fresh_server.instance_pids()
+
+    fresh_server.stop(signal.SIGKILL)
+    wait_gone(old_pids)
+    left_behind = old_run_dir.is_dir()
+    fresh_server.start()
+    answer = invoke_when_ready(fresh_server, "sockets")
+    new_run_dir = run_directory(fresh_server)
+    neighbour_kept = neighbour_run_dir.is_dir()
+    neighbour_answer = invoke_echo(second_server, "neighbour")
+    second_server.stop()
+
+    assert left_behind
+    assert not old_run_dir.exists()
+    assert new_run_dir.is_dir()
+    assert new_run_dir != old_run_dir
+    assert answer == b"echo:hi"
+    assert neighbour_kept
+    assert neighbour_answer == b"echo:hi"
+    # A server stopped by SIGTERM removes its own run directory.
+    assert not neighbour_run_dir.exists()
+
+
+def test_restart_keeps_other_data_dirs_run_dir(
+    fresh_server: Server, second_server: Server, tmp_path: Path
+) -> None:
+    deploy(second_server, "other", str(write_model(tmp_path, ECHO_MODEL)))
+    other_run_dir = run_directory(second_server)
+    other_pids = second_server.instance_pids()
+    second_server.stop(signal.SIGKILL)
+    wait_gone(other_pids)
+
+    fresh_server.stop(signal.SIGKILL)
+    fresh_server.start()
+    other_run_dir_kept = other_run_dir.is_dir()
+    # Left by the killed server, whose data directory no server uses again.
+    shutil.rmtree(other_run_dir, ignore_errors=True)
+
+    assert other_run_dir_kept

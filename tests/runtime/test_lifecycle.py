@@ -8,13 +8,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.harness import wait_until
 from tests.runtime.conftest import (
     Reply,
     RuntimeProcess,
@@ -47,15 +46,6 @@ def transform_fn(model, input_data, content_type, accept):
 def invoke(runtime: RuntimeProcess, command: str) -> Reply:
     headers = {"Content-Type": "application/octet-stream"}
     return runtime.request("POST", "/invocations", command.encode(), headers)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def is_gone(pid: int) -> bool:

@@ -94,7 +94,7 @@ class Invoker:
             return _failed(exc, started)
 
     async def _run_endpoint(self, name: str, request: ConsoleTestRequest, started: int) -> Outcome:
-        route = self._routing.get(name)
+        route = await self._routing.wait_for_route(name)
         if route is None and name in self._routing.starting:
             raise self._routing.unavailable(name)
         if route is None:

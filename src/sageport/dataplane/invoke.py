@@ -9,6 +9,7 @@ idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -73,9 +74,10 @@ async def invoke(
     ]
     started = time.perf_counter_ns()
     tried: frozenset[str] = frozenset()
+    deadline = ready_deadline(route)
 
     while True:
-        instance = available_instance(route, variant, tried)
+        instance = await available_instance(route, variant, tried, deadline)
         instance.in_flight += 1
         try:
             response = await instance.upstream.post(
@@ -139,10 +141,39 @@ def invocation_result(
     )
 
 
-def available_instance(
-    route: EndpointRoute, variant: VariantRoute, tried: frozenset[str]
+def ready_deadline(route: EndpointRoute) -> float:
+    """Return the event-loop time until which a new invocation may wait for an instance."""
+    return asyncio.get_running_loop().time() + route.ready_wait
+
+
+async def available_instance(
+    route: EndpointRoute, variant: VariantRoute, tried: frozenset[str], deadline: float
 ) -> InstanceRoute:
-    return usable_instance(route, variant, variant.pick_instance(tried))
+    """Return the least busy healthy instance that is not in ``tried``.
+
+    While there is none, wait until ``deadline`` for an instance to pass its
+    health check. That happens while instances start after a server restart,
+    or while a supervisor restarts one. An instance in ``tried`` that becomes
+    healthy again was restarted, so it may take the request then.
+    """
+    instance = variant.pick_instance(tried)
+    if instance is None:
+        instance = await wait_for_instance(variant, variant.pick_instance, deadline)
+    return usable_instance(route, variant, instance)
+
+
+async def wait_for_instance(
+    variant: VariantRoute, pick: Callable[[], InstanceRoute | None], deadline: float
+) -> InstanceRoute | None:
+    """Return the instance ``pick`` chooses, waiting for healthy instances until ``deadline``.
+
+    ``pick`` must choose among all healthy instances, or this would wake
+    again and again for an instance that it never chooses.
+    """
+    instance = pick()
+    while instance is None and await variant.wait_for_healthy(deadline):
+        instance = pick()
+    return instance
 
 
 def usable_instance(

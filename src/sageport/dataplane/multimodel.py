@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -44,8 +45,10 @@ from sageport.dataplane.invoke import (
     invocation_result,
     mark_unreachable,
     model_error,
+    ready_deadline,
     timed_out_error,
     usable_instance,
+    wait_for_instance,
 )
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
 from sageport.dataplane.upstream import (
@@ -117,16 +120,23 @@ class MultiModelVariant:
         self.budget = budget
         self._archives: dict[str, asyncio.Task[tuple[Path, int]]] = {}
         self._instances: dict[str, InstanceModels] = {}
+        # Instances a resize removed: a load still under way must not link for them again.
+        self._removed: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
 
     def instance_models(self, instance: InstanceRoute) -> InstanceModels:
-        # NOTE: entries and link directories of instances removed by a resize
-        # stay until the deployment ends; they are small, but never reused.
         models = self._instances.get(instance.instance_id)
         if models is None:
-            link_dir = self.cache_dir / "instances" / instance.instance_id
-            models = self._instances[instance.instance_id] = InstanceModels(link_dir)
+            models = self._instances[instance.instance_id] = InstanceModels(
+                self._link_dir(instance)
+            )
         return models
+
+    def remove_instance(self, instance: InstanceRoute) -> None:
+        """Forget the models of an instance that was stopped for good, and delete its links."""
+        self._removed.add(instance.instance_id)
+        self._instances.pop(instance.instance_id, None)
+        shutil.rmtree(self._link_dir(instance), ignore_errors=True)
 
     def pick_instance(self, variant: VariantRoute, name: str) -> InstanceRoute | None:
         """Return the least busy healthy instance, preferring those that have the model."""
@@ -148,7 +158,9 @@ class MultiModelVariant:
 
     def forget(self, instance: InstanceRoute, name: str) -> None:
         """Drop the record of a model the instance no longer has."""
-        self.instance_models(instance).models.pop(name, None)
+        models = self._instances.get(instance.instance_id)
+        if models is not None:
+            models.models.pop(name, None)
 
     # Loading.
 
@@ -181,7 +193,8 @@ class MultiModelVariant:
             self.forget(instance, name)
             raise model_error(route, response.status, response.body)
 
-        loaded = self.instance_models(instance).models.get(name)
+        models = self._instances.get(instance.instance_id)
+        loaded = models.models.get(name) if models is not None else None
         if loaded is not None:
             reported = _reported_memory(response.body)
             loaded.memory_bytes = (
@@ -228,9 +241,13 @@ class MultiModelVariant:
         # The instance loads from a link of its own, so removing the link on
         # unload makes every worker of that instance, and no other instance,
         # drop the model.
-        models = self.instance_models(instance)
-        models.link_dir.mkdir(parents=True, exist_ok=True)
-        link = models.link_dir / _directory_name(name)
+        if instance.instance_id in self._removed:
+            raise ServiceUnavailable(
+                f"Instance {instance.instance_id} of endpoint {self.endpoint_name} was removed "
+                "while the model was loading. Retry the request."
+            )
+        self.instance_models(instance).link_dir.mkdir(parents=True, exist_ok=True)
+        link = self.link_path(instance, name)
         if not link.is_symlink():
             link.symlink_to(archive_dir, target_is_directory=True)
         return link
@@ -287,6 +304,13 @@ class MultiModelVariant:
                 response.status,
             )
 
+    def link_path(self, instance: InstanceRoute, name: str) -> Path:
+        """Return the path the instance loads model ``name`` from."""
+        return self._link_dir(instance) / _directory_name(name)
+
+    def _link_dir(self, instance: InstanceRoute) -> Path:
+        return self.cache_dir / "instances" / instance.instance_id
+
     def _unlink(self, models: InstanceModels, name: str) -> None:
         (models.link_dir / _directory_name(name)).unlink(missing_ok=True)
 
@@ -311,13 +335,14 @@ async def invoke_model(
 
     forwarded = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()]
     started = time.perf_counter_ns()
+    deadline = ready_deadline(route)
     # One retry covers an instance that lost the model, e.g. after a restart.
     for attempt in range(2):
-        instance = _available_instance(route, variant, models, name)
+        instance = await _available_instance(route, variant, models, name, deadline)
         loaded = models.start_load(route, instance, name)
         await _wait_loaded(route, name, loaded, models.budget.load_wait)
 
-        link = models.instance_models(instance).link_dir / _directory_name(name)
+        link = models.link_path(instance, name)
         path = b"/models/" + quote(name, safe="").encode() + b"/invoke"
         headers_out = [*forwarded, (MODEL_URL_HEADER, str(link).encode())]
         loaded.in_flight += 1
@@ -365,10 +390,17 @@ def default_memory_budget() -> int:
         return 2**30
 
 
-def _available_instance(
-    route: EndpointRoute, variant: VariantRoute, models: MultiModelVariant, name: str
+async def _available_instance(
+    route: EndpointRoute,
+    variant: VariantRoute,
+    models: MultiModelVariant,
+    name: str,
+    deadline: float,
 ) -> InstanceRoute:
-    return usable_instance(route, variant, models.pick_instance(variant, name))
+    instance = await wait_for_instance(
+        variant, lambda: models.pick_instance(variant, name), deadline
+    )
+    return usable_instance(route, variant, instance)
 
 
 async def _wait_loaded(route: EndpointRoute, name: str, loaded: LoadedModel, wait: float) -> None:

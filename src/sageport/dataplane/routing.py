@@ -7,6 +7,8 @@ half-built endpoint.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -41,7 +43,10 @@ class InstanceRoute:
         self.address = address
         self.workers = workers
         self.in_flight = 0
-        self.healthy = True
+        # Set while the instance passes its health checks; callers wait on it
+        # while the instance starts or restarts.
+        self._healthy = asyncio.Event()
+        self._healthy.set()
         # Requests in flight past this wait too long to be worth queueing:
         # callers get a retryable error at once instead (back-pressure).
         self.capacity = workers + max_queued
@@ -61,6 +66,21 @@ class InstanceRoute:
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
         )
+
+    @property
+    def healthy(self) -> bool:
+        """Whether requests may be sent to the instance."""
+        return self._healthy.is_set()
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        if value:
+            self._healthy.set()
+        else:
+            self._healthy.clear()
+
+    async def wait_until_healthy(self) -> None:
+        await self._healthy.wait()
 
     async def ping(self) -> bool:
         """Return whether the instance responds to ``GET /ping`` with 200 in time."""
@@ -105,6 +125,27 @@ class VariantRoute:
                 best = instance
         return best
 
+    async def wait_for_healthy(self, deadline: float) -> bool:
+        """Wait until an instance is healthy; return False if ``deadline`` passed first.
+
+        ``deadline`` is on the event loop's clock. A variant without instances
+        returns False at once.
+        """
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0 or not self.instances:
+            return False
+        waits = [
+            asyncio.ensure_future(instance.wait_until_healthy()) for instance in self.instances
+        ]
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return bool(done)
+
 
 @dataclass
 class EndpointRoute:
@@ -113,6 +154,9 @@ class EndpointRoute:
     name: str
     variants: list[VariantRoute]
     log_group_arn: str
+    # Seconds an invocation waits for an instance that is starting or
+    # restarting before it gets ServiceUnavailable.
+    ready_wait: float = 0.0
     _by_name: dict[str, VariantRoute] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -147,25 +191,60 @@ class EndpointRoute:
 class RoutingTable:
     """Servable endpoints by exact name, as InvokeEndpoint must use the stored case."""
 
-    def __init__(self) -> None:
+    def __init__(self, ready_wait: float = 0.0) -> None:
         self._routes: dict[str, EndpointRoute] = {}
         # Endpoints that are InService in the store but still starting after a
-        # server restart: callers get a retryable error instead of "not found".
+        # server restart: callers wait up to ``ready_wait`` seconds for them,
+        # then get a retryable error instead of "not found".
         self.starting: set[str] = set()
+        self.ready_wait = ready_wait
+        # Resolved, and replaced, whenever a route is installed or removed.
+        self._changed: asyncio.Future[None] | None = None
 
     def get(self, name: str) -> EndpointRoute | None:
         return self._routes.get(name)
+
+    async def wait_for_route(self, name: str) -> EndpointRoute | None:
+        """Return the endpoint's route, waiting up to ``ready_wait`` seconds while it starts.
+
+        Returns None for an endpoint that is not starting and has no route, or
+        that is still starting when the wait ends.
+        """
+        route = self._routes.get(name)
+        if route is not None or name not in self.starting:
+            return route
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_wait
+        while route is None and name in self.starting:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            if self._changed is None:
+                self._changed = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._changed), remaining)
+            route = self._routes.get(name)
+        return route
 
     def put(self, route: EndpointRoute) -> EndpointRoute | None:
         """Install a route; return the one it replaced, for the caller to close."""
         previous = self._routes.get(route.name)
         self._routes[route.name] = route
         self.starting.discard(route.name)
+        self._wake_waiters()
         return previous
 
     def remove(self, name: str) -> EndpointRoute | None:
         self.starting.discard(name)
-        return self._routes.pop(name, None)
+        route = self._routes.pop(name, None)
+        self._wake_waiters()
+        return route
+
+    def _wake_waiters(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = None
 
     def names(self) -> list[str]:
         return list(self._routes)

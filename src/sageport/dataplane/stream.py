@@ -29,6 +29,7 @@ from sageport.dataplane.invoke import (
     connection_lost_error,
     mark_unreachable,
     model_error,
+    ready_deadline,
     relayed_custom_attributes,
     timed_out_error,
 )
@@ -188,8 +189,9 @@ async def _post(
         (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
     ]
     tried: frozenset[str] = frozenset()
+    deadline = ready_deadline(route)
     while True:
-        instance = available_instance(route, variant, tried)
+        instance = await available_instance(route, variant, tried, deadline)
         instance.in_flight += 1
         try:
             response = await asyncio.wait_for(

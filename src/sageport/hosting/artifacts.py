@@ -39,6 +39,12 @@ from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from sageport.hosting.unpack_errors import (
+    describe_missing_hard_link,
+    describe_os_error,
+    describe_unwritable_member,
+)
+
 logger = logging.getLogger("sageport.hosting")
 
 DEFAULT_MAX_UNPACKED_BYTES = 10 * 2**30
@@ -182,10 +188,8 @@ def _fetch_into(url: str, shown_url: str, work: Path, model_dir: Path, limits: _
                 "file://, s3:// or https:// URL."
             )
     except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
         raise ArtifactError(
-            f"Could not unpack model data from {shown_url}: {exc.strerror or exc}{where}. "
-            "Check free disk space and the permissions of Sageport's state directory."
+            f"Could not fetch model data from {shown_url}: {describe_os_error(exc, model_dir)}."
         ) from exc
 
 
@@ -288,7 +292,7 @@ def _extract_archive(archive: tarfile.TarFile, model_dir: Path, limits: _Limits)
             _check_member(member, root, limits.shown_url)
             if member.isreg():
                 limits.add_bytes(member.size)
-            archive.extract(_sanitized(member), root, **_EXTRACT_OPTIONS)
+            _extract_member(archive, member, root, limits.shown_url)
     except _FILTER_ERRORS as exc:
         # Unreachable while _check_member rejects a superset of what the data
         # filter rejects, but a newer Python may add rules.
@@ -298,6 +302,23 @@ def _extract_archive(archive: tarfile.TarFile, model_dir: Path, limits: _Limits)
         ) from exc
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _invalid_archive(limits.shown_url, exc) from exc
+
+
+def _extract_member(
+    archive: tarfile.TarFile, member: tarfile.TarInfo, root: str, shown_url: str
+) -> None:
+    try:
+        archive.extract(_sanitized(member), root, **_EXTRACT_OPTIONS)
+    except gzip.BadGzipFile:
+        # An OSError too, but about reading the archive: _extract_archive reports it.
+        raise
+    except OSError as exc:
+        reason = describe_unwritable_member(member.name, member.isdir(), root, exc)
+        raise ArtifactError(f"Model data at {shown_url} contains {reason}") from exc
+    except KeyError as exc:
+        # tarfile raises KeyError for a hard link to a name no earlier member has.
+        reason = describe_missing_hard_link(member.name, member.linkname)
+        raise ArtifactError(f"Model data at {shown_url} contains {reason}") from exc
 
 
 def _invalid_archive(shown_url: str, exc: BaseException) -> ArtifactError:

@@ -144,7 +144,7 @@ class RuntimeAPI:
         operation = "InvokeEndpointWithResponseStream" if streaming else "InvokeEndpoint"
         validate_invoke_headers(operation, name, members)
 
-        route = self._routing.get(name)
+        route = await self._routing.wait_for_route(name)
         if route is None:
             if name in self._routing.starting:
                 raise self._routing.unavailable(name)

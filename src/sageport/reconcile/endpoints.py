@@ -23,8 +23,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from sageport.config import Settings
@@ -34,6 +32,7 @@ from sageport.dataplane.routing import EndpointRoute, RoutingTable
 from sageport.hosting.artifacts import ArtifactError
 from sageport.hosting.environments import RequirementsError
 from sageport.hosting.process import InstanceStartError, kill_orphan
+from sageport.hosting.run_directory import create_run_directory, remove_run_directory
 from sageport.reconcile.fleet import Fleet, FleetManager, FleetVariant
 from sageport.store import Record, Store
 
@@ -51,9 +50,9 @@ class Reconciler:
         self._store = store
         self._routing = routing
         self._arns = arns
-        # Unix socket paths are limited to about 100 bytes, so sockets live in a
-        # short temporary directory rather than under --data-dir.
-        self._run_dir = Path(tempfile.mkdtemp(prefix="sageport-"))
+        # Instances keep their Unix sockets here. Creating it removes the one a
+        # server killed with SIGKILL left behind.
+        self._run_dir = create_run_directory(settings.data_dir)
         self._fleets = FleetManager(settings, store, self._run_dir)
         self._running: dict[str, Fleet] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -93,7 +92,7 @@ class Reconciler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.gather(*(self._stop(key) for key in list(self._running)))
-        shutil.rmtree(self._run_dir, ignore_errors=True)
+        remove_run_directory(self._settings.data_dir, self._run_dir)
 
     # Convergence.
 
@@ -216,6 +215,7 @@ class Reconciler:
             record.name,
             [variant.route for variant in fleet.variants],
             self._arns.log_group(region, record.name),
+            ready_wait=self._settings.instance_ready_wait,
         )
         self._routing.put(route)
 

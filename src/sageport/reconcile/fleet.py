@@ -357,6 +357,8 @@ class FleetManager:
         await self._wait_drained(instance)
         await self._stop_instance(instance)
         await instance.route.close()
+        if variant.multi_model is not None:
+            variant.multi_model.remove_instance(instance.route)
 
     async def _wait_drained(self, instance: Instance) -> None:
         # Bounded by the requests' own deadline: each one in flight either
