@@ -142,7 +142,8 @@ class MultiModelServer:
         started = time.monotonic()
         rss_before = resident_bytes()
         try:
-            pipeline, code_scope = self._load_pipeline(model_dir)
+            with self.server.slot.loading():
+                pipeline, code_scope = self._load_pipeline(model_dir)
         except StartupError as exc:
             logger.error("Worker %d failed to load model %s: %s", os.getpid(), name, exc)
             return _error(500, f"model {name} failed to load: {exc}")
