@@ -237,6 +237,34 @@ def predict_fn(data, model):
     )
 
 
+def test_csv_of_a_dict_is_model_error(server: Server, tmp_path: Path) -> None:
+    archive = write_model(
+        tmp_path,
+        """
+def model_fn(model_dir):
+    return None
+
+def predict_fn(data, model):
+    return {"label": "setosa"}
+""",
+    )
+    deploy(server, "dict-to-csv", str(archive))
+    runtime = server.client("sagemaker-runtime")
+
+    with pytest.raises(runtime.exceptions.ModelError) as excinfo:
+        runtime.invoke_endpoint(
+            EndpointName="dict-to-csv",
+            Body=b"[1]",
+            ContentType="application/json",
+            Accept="text/csv",
+        )
+
+    error = error_of(excinfo)
+    assert error["OriginalStatusCode"] == 500
+    assert error["OriginalMessage"].startswith("the default output_fn cannot encode a dict as CSV.")
+    assert "setosa" not in error["OriginalMessage"]
+
+
 def test_unsupported_content_type_is_model_error_415(server: Server, iris_endpoint: str) -> None:
     runtime = server.client("sagemaker-runtime")
 

@@ -147,6 +147,37 @@ def test_least_recent_model_unloaded(server: Server, tmp_path: Path) -> None:
     assert loads(log) == ["one", "two", "three", "one"]
 
 
+HELPER_USER = """
+import json
+
+import utils
+
+
+def model_fn(model_dir):
+    return None
+
+
+def transform_fn(model, input_data, content_type, accept):
+    return json.dumps({"helper": utils.name()}), "application/json"
+"""
+
+
+def test_models_import_own_helpers(server: Server, tmp_path: Path) -> None:
+    prefix = tmp_path / "models"
+    prefix.mkdir()
+    for name in ("red", "blue"):
+        helper = f"def name():\n    return {name!r}\n".encode()
+        archive = write_model(tmp_path / name, HELPER_USER, {"code/utils.py": helper})
+        shutil.move(archive, prefix / f"{name}.tar.gz")
+    deploy_multi_model(server, "mme-helpers", prefix)
+
+    results = [
+        invoke(server, "mme-helpers", f"{name}.tar.gz", 0) for name in ("red", "blue", "red")
+    ]
+
+    assert results == [{"helper": "red"}, {"helper": "blue"}, {"helper": "red"}]
+
+
 def test_slow_load_not_ready_first(server: Server, tmp_path: Path) -> None:
     prefix, log = make_prefix(tmp_path, ["slow"], sleep=3.0)
     deploy_multi_model(server, "mme-slow", prefix)

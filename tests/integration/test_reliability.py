@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from botocore.exceptions import ClientError
 
@@ -123,6 +124,59 @@ def test_hung_instance_is_replaced(tuned_server: Server, tmp_path: Path) -> None
     assert replaced
     assert wait_until(lambda: outcome(tuned_server, "hung") == "ok")
     assert "failed 3 health checks in a row" in tuned_server.output()
+
+
+PID_MODEL = """
+import os
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, data, content_type, accept):
+    return str(os.getpid()).encode(), "text/plain"
+"""
+
+
+def worker_pids(instance: int) -> set[int]:
+    return {child.pid for child in psutil.Process(instance).children() if not is_gone(child.pid)}
+
+
+def is_gone(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_stopped_worker_is_replaced(server: Server, tmp_path: Path) -> None:
+    model = str(write_model(tmp_path, PID_MODEL))
+    deploy(server, "stopped-worker", model, environment={"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
+    (instance,) = server.instance_pids()
+    runtime = server.client("sagemaker-runtime")
+
+    def served_by() -> int:
+        response = runtime.invoke_endpoint(
+            EndpointName="stopped-worker", Body=b"x", ContentType="text/plain"
+        )
+        return int(response["Body"].read())
+
+    # The front door keeps its connection to the worker that served this call,
+    # so the next call is sent to that worker after it is stopped.
+    victim = served_by()
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        after_stop = [served_by() for _ in range(5)]
+        replaced = wait_until(lambda: is_gone(victim) and len(worker_pids(instance)) == 2)
+    finally:
+        if not is_gone(victim):
+            os.kill(victim, signal.SIGKILL)
+
+    assert victim not in after_stop
+    assert replaced
+    assert server.instance_pids() == [instance]
+    logs = server.sageport("logs", "stopped-worker", "--data-dir", str(server.data_dir)).stdout
+    assert f"Worker {victim} has sent no heartbeat" in logs
+    assert "reset the connection before reading the request" in server.output()
 
 
 def test_full_instance_sheds_load(queueless_server: Server, tmp_path: Path) -> None:

@@ -196,6 +196,41 @@ def test_encode_csv_rejects_three_dimensions() -> None:
         codecs.encode_csv(np.zeros((1, 1, 1)))
 
 
+def test_encode_csv_cell_types() -> None:
+    assert codecs.encode_csv([True, "yes", 2, 0.5]) == b"True\nyes\n2\n0.5\n"
+    assert codecs.encode_csv([[np.float32(1.5), np.bool_(False), np.str_("a")]]) == (
+        b"1.5,False,a\n"
+    )
+    assert codecs.encode_csv([np.array([1, 2]), np.array([3, 4])]) == b"1,2\n3,4\n"
+    assert codecs.encode_csv(np.array(["a", "b"])) == b"a\nb\n"
+    assert codecs.encode_csv("label") == b"label\n"
+
+
+class _Prediction:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("prediction", "message"),
+    [
+        ({"label": 1}, "cannot encode a dict as CSV. "),
+        (None, "cannot encode a NoneType as CSV. "),
+        (_Prediction(), "cannot encode a tests.runtime.test_codecs._Prediction as CSV. "),
+        ([1, {"label": 1}], r"cannot encode a dict as CSV \(item 1\)"),
+        ([[1, 2], [3, [4]]], r"cannot encode a list as CSV \(row 1, column 1\)"),
+        ([b"raw"], r"cannot encode a bytes as CSV \(item 0\)"),
+        (np.array([{"label": 1}], dtype=object), r"cannot encode a dict as CSV \(item 0\)"),
+        ({1, 2}, "cannot encode a set as CSV. "),
+    ],
+)
+def test_encode_csv_rejects_other_objects(prediction: object, message: str) -> None:
+    with pytest.raises(InvocationError, match=message) as excinfo:
+        codecs.encode_csv(prediction)
+
+    assert excinfo.value.status_code == 500
+    assert "define output_fn" in str(excinfo.value)
+
+
 def test_encode_npy_round_trip() -> None:
     body = codecs.encode_npy([[1.0, 2.0]])
     assert np.load(io.BytesIO(body)).tolist() == [[1.0, 2.0]]

@@ -21,6 +21,7 @@ def test_defaults_follow_sagemaker(tmp_path: Path) -> None:
     assert config.default_accept == "application/json"
     assert config.log_level == 20
     assert config.max_payload_bytes == 6 * 1024 * 1024
+    assert config.heartbeat_timeout_seconds == 10.0
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
@@ -74,8 +75,17 @@ def test_socket_options_exclude_each_other() -> None:
         ("SAGEMAKER_MODEL_SERVER_WORKERS", "many", "expected a positive integer"),
         ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "-1", "expected a positive number of seconds"),
         ("SAGEMAKER_CONTAINER_LOG_LEVEL", "loud", "expected a logging level number"),
+        ("SAGEPORT_WORKER_HEARTBEAT_TIMEOUT", "0", "expected a positive number of seconds"),
+        ("SAGEPORT_WORKER_HEARTBEAT_TIMEOUT", "soon", "expected a positive number of seconds"),
+        ("SAGEPORT_WORKER_HEARTBEAT_TIMEOUT", "1.5", "expected at least 2 seconds"),
     ],
 )
 def test_invalid_environment(name: str, value: str, message: str) -> None:
     with pytest.raises(StartupError, match=message):
         parse_config(["--model-dir", "/m"], {name: value})
+
+
+def test_heartbeat_timeout_from_environment() -> None:
+    environ = {"SAGEPORT_WORKER_HEARTBEAT_TIMEOUT": "2.5"}
+    config = parse_config(["--model-dir", "/m"], environ)
+    assert config.heartbeat_timeout_seconds == 2.5

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -142,6 +143,46 @@ def test_timeout_kill_then_next_succeeds(start_runtime: StartRuntime, tmp_path: 
     assert int(reply.body) != first_pid
     assert is_gone(first_pid)
     assert "longer than SAGEMAKER_MODEL_SERVER_TIMEOUT (1 s); killing it" in runtime.log()
+
+
+def test_stopped_idle_worker_is_replaced(start_runtime: StartRuntime, tmp_path: Path) -> None:
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "SAGEPORT_WORKER_HEARTBEAT_TIMEOUT": "2"}
+    runtime = start_runtime(write_model(tmp_path, SLEEPY), env)
+    headers = {"Content-Type": "application/octet-stream"}
+    connection = runtime.connect(timeout=30)
+    try:
+        victim = int(exchange(connection, "POST", "/invocations", b"hello", headers).body)
+        os.kill(victim, signal.SIGSTOP)
+        runtime.extra_pids.append(victim)
+
+        # The stopped worker has this connection and never reads the request
+        # sent on it. The client learns so when the supervisor kills the worker.
+        with pytest.raises(ConnectionError):
+            exchange(connection, "POST", "/invocations", b"hello", headers)
+    finally:
+        connection.close()
+    replies = [invoke(runtime, "hello") for _ in range(4)]
+
+    assert wait_until(lambda: is_gone(victim))
+    assert [reply.status for reply in replies] == [200] * 4
+    assert victim not in {int(reply.body) for reply in replies}
+    assert "has sent no heartbeat for" in runtime.log()
+    assert f"Starting a replacement for worker {victim}" in runtime.log()
+
+
+def test_long_call_is_no_stall(start_runtime: StartRuntime, tmp_path: Path) -> None:
+    env = {"SAGEPORT_WORKER_HEARTBEAT_TIMEOUT": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30"}
+    runtime = start_runtime(write_model(tmp_path, SLEEPY), env)
+
+    # A model call, and then idle time, each longer than the heartbeat timeout.
+    during_call = invoke(runtime, "sleep 3")
+    time.sleep(3)
+    after_idle = invoke(runtime, "hello")
+
+    assert during_call.status == 200
+    assert after_idle.status == 200
+    assert during_call.body == after_idle.body
+    assert "heartbeat" not in runtime.log()
 
 
 def test_crashed_worker_is_replaced(start_runtime: StartRuntime, tmp_path: Path) -> None:

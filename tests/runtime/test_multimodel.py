@@ -118,3 +118,57 @@ def test_every_worker_loads_and_drops(start_runtime: StartRuntime, tmp_path: Pat
     assert (with_url.status, with_url.body) == (200, b"shared:2")
     assert json.loads(listed_first.body) == {"models": []}
     assert json.loads(listed_second.body) == {"models": []}
+
+
+# Each model's helpers return the model's name: utils is imported with the
+# module, helpers when a request arrives, and labels is a package.
+HELPER_USER = """
+import utils
+from labels.names import LABEL
+
+
+def model_fn(model_dir):
+    return utils.NAME
+
+
+def transform_fn(model, input_data, content_type, accept):
+    import helpers
+
+    return ",".join([model, utils.NAME, helpers.NAME, LABEL]), "text/plain"
+"""
+
+
+def make_model_with_helpers(root: Path, name: str) -> Path:
+    model_dir = write_model(root / name, HELPER_USER)
+    code = model_dir / "code"
+    (code / "utils.py").write_text(f"NAME = {name!r}\n")
+    (code / "helpers.py").write_text(f"NAME = {name!r}\n")
+    (code / "labels").mkdir()
+    (code / "labels" / "__init__.py").write_text("")
+    (code / "labels" / "names.py").write_text(f"LABEL = {name!r}\n")
+    return model_dir
+
+
+def test_models_import_their_own_helpers(start_runtime: StartRuntime, tmp_path: Path) -> None:
+    models = {name: make_model_with_helpers(tmp_path, name) for name in ("first", "second")}
+    (tmp_path / "instance").mkdir()
+    runtime = start_runtime(tmp_path / "instance", env=MULTI_MODEL)
+    conn = runtime.connect()
+    try:
+        loads = [
+            exchange(conn, "POST", "/models", load_body(name, model_dir))
+            for name, model_dir in models.items()
+        ]
+        answers = [
+            exchange(conn, "POST", f"/models/{name}/invoke", b"", {"Content-Type": "text/plain"})
+            for name in ("second", "first", "second")
+        ]
+    finally:
+        conn.close()
+
+    assert [load.status for load in loads] == [200, 200]
+    assert [(answer.status, answer.body) for answer in answers] == [
+        (200, b"second,second,second,second"),
+        (200, b"first,first,first,first"),
+        (200, b"second,second,second,second"),
+    ]

@@ -4,7 +4,9 @@ Every way the instance can fail becomes an AWS-shaped error. A non-2xx
 response is ModelError with the original status and message, and a timeout or
 a lost connection is ModelError with status 0, as SageMaker reports them. ModelError
 is HTTP 424, which botocore does not retry, because an invocation is not
-idempotent.
+idempotent. A request that provably never reached the model (the instance
+reset the connection before reading it) is sent again, and if that keeps
+happening the caller gets ServiceUnavailable (503), which botocore retries.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRout
 from sageport.dataplane.upstream import (
     UpstreamConnectError,
     UpstreamDisconnected,
+    UpstreamRequestUnread,
     UpstreamResponse,
 )
 from sageport.errors import ModelError, ServiceUnavailable
@@ -35,6 +38,9 @@ MAX_CUSTOM_ATTRIBUTES = 1024
 _VISIBLE_ASCII = frozenset(range(0x20, 0x7F)) | {0x09}
 # Sent when the caller gave no Content-Type, so the model receives an honest "unknown bytes".
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# Times a request is sent again after an instance reset the connection unread.
+# One is enough when a single worker was stuck; the cap ends a reset loop.
+MAX_UNREAD_RETRIES = 2
 
 
 @dataclass
@@ -75,6 +81,7 @@ async def invoke(
     started = time.perf_counter_ns()
     tried: frozenset[str] = frozenset()
     deadline = ready_deadline(route)
+    unread = 0
 
     while True:
         instance = await available_instance(route, variant, tried, deadline)
@@ -90,6 +97,13 @@ async def invoke(
             tried |= {instance.instance_id}
         except TimeoutError:
             raise timed_out_error(route, variant) from None
+        except UpstreamRequestUnread as exc:
+            # The instance stays in routing: its other workers still serve,
+            # and its supervisor replaces the one that reset the connection.
+            unread += 1
+            if unread > MAX_UNREAD_RETRIES:
+                raise connection_lost_error(route, instance, exc) from None
+            log_unread_retry(route, instance, exc)
         except UpstreamDisconnected as exc:
             raise connection_lost_error(route, instance, exc) from None
         finally:
@@ -240,9 +254,35 @@ def timed_out_error(route: EndpointRoute, variant: VariantRoute) -> ModelError:
     )
 
 
+def log_unread_retry(route: EndpointRoute, instance: InstanceRoute, exc: Exception) -> None:
+    logger.warning(
+        "Instance %s of endpoint %s reset the connection before reading the request (%s); "
+        "sending the request again",
+        instance.instance_id,
+        route.name,
+        exc,
+    )
+
+
 def connection_lost_error(
     route: EndpointRoute, instance: InstanceRoute, exc: Exception
-) -> ModelError:
+) -> ModelError | ServiceUnavailable:
+    """Return the error for a connection lost before the whole response arrived.
+
+    Retrying is safe only when the model never saw the request, so only then
+    is the error ServiceUnavailable, which botocore retries.
+    """
+    if isinstance(exc, UpstreamRequestUnread):
+        logger.warning(
+            "Instance %s of endpoint %s reset the connection before reading the request: %s",
+            instance.instance_id,
+            route.name,
+            exc,
+        )
+        return ServiceUnavailable(
+            f"An instance of endpoint {route.name} closed the connection before reading "
+            "the request, so the model did not run it. Retry shortly."
+        )
     logger.warning(
         "Lost the connection to instance %s of endpoint %s: %s",
         instance.instance_id,

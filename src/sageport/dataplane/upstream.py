@@ -11,7 +11,9 @@ the few response headers the runtime API relays. Streaming responses and
 health checks keep using aiohttp.
 
 Errors are split by what they mean for a retry: ``UpstreamConnectError``
-(nothing was sent, so another instance may take the request) and
+(nothing was sent, so another instance may take the request),
+``UpstreamRequestUnread`` (sent, but the instance closed the connection
+without reading all of it, so the model never saw it) and
 ``UpstreamDisconnected`` (the request may have reached the model).
 """
 
@@ -44,6 +46,19 @@ class UpstreamDisconnected(ConnectionError):
     """The connection broke after the request was sent, before the whole response."""
 
 
+class UpstreamRequestUnread(UpstreamDisconnected):
+    """The instance reset the connection before reading the whole request, so the model never ran.
+
+    Linux resets, rather than closes, a connection whose socket is closed with
+    received data still unread, for Unix sockets as for TCP. The front door
+    sends one request per connection and waits for its response, and a
+    runtime worker runs the model only on a complete request. So a reset
+    before any response byte means that the request was not handled. Its
+    worker was killed while stuck outside the model, or exited just as the
+    request was sent on its idle keep-alive connection.
+    """
+
+
 @dataclass
 class UpstreamResponse:
     """An instance's response: status, the kept headers (lower-case names) and the body."""
@@ -66,6 +81,8 @@ class _Connection(asyncio.Protocol):
         # Set while a response is relayed part by part (see UpstreamStream).
         self.stream: UpstreamStream | None = None
         self._in_chunk = False
+        # Whether any byte of the response to the current request arrived.
+        self._answered = False
 
     # asyncio.Protocol
 
@@ -74,6 +91,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self._answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -81,7 +99,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
-        self._fail(UpstreamDisconnected("the instance closed the connection"))
+        if isinstance(exc, ConnectionResetError | BrokenPipeError) and not self._answered:
+            # NOTE: a server of the user's own that resets a connection after
+            # reading the request (SO_LINGER 0) would be taken for one that never read it.
+            self._fail(UpstreamRequestUnread(f"the instance reset the connection: {exc}"))
+        else:
+            self._fail(UpstreamDisconnected("the instance closed the connection"))
         if self.stream is not None:
             self.stream.broken()
 
@@ -136,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._in_chunk = False
+        self._answered = False
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.writelines((head, body))
         return self._waiter

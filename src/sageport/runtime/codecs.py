@@ -11,6 +11,7 @@ Media types compare case-insensitively, and parameters other than
 from __future__ import annotations
 
 import csv
+import decimal
 import functools
 import io
 import json
@@ -174,7 +175,11 @@ def encode_json(prediction: Any) -> bytes:
 
 
 def encode_csv(prediction: Any) -> bytes:
-    """Encode a scalar, a 1-D sequence (one value per line) or a 2-D one (one row per line)."""
+    """Encode a scalar, a 1-D sequence (one value per line) or a 2-D one (one row per line).
+
+    Cells must be numbers, strings or booleans. Any other value raises
+    InvocationError naming its type, instead of being written as its ``str()``.
+    """
     rows = _csv_rows(prediction)
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
@@ -202,7 +207,9 @@ def _json_default(value: Any) -> Any:
 
 
 def _csv_rows(prediction: Any) -> list[list[Any]]:
-    if isinstance(prediction, np.ndarray | np.generic):
+    # Like the toolkit, which writes np.savetxt(np.asarray(prediction)), take
+    # anything NumPy can convert (a pandas DataFrame, a tensor) as an array.
+    if isinstance(prediction, np.ndarray | np.generic) or hasattr(prediction, "__array__"):
         array = np.asarray(prediction)
         if array.ndim > 2:
             raise InvocationError(
@@ -211,5 +218,37 @@ def _csv_rows(prediction: Any) -> list[list[Any]]:
             )
         prediction = array.tolist()
     if not isinstance(prediction, list | tuple):
-        return [[prediction]]
-    return [list(row) if isinstance(row, list | tuple) else [row] for row in prediction]
+        return [[_csv_cell(prediction, "")]]
+    return [_csv_row(row, index) for index, row in enumerate(prediction)]
+
+
+def _csv_row(row: Any, index: int) -> list[Any]:
+    if isinstance(row, np.ndarray):
+        row = row.tolist()
+    if not isinstance(row, list | tuple):
+        return [_csv_cell(row, f" (item {index})")]
+    return [_csv_cell(cell, f" (row {index}, column {column})") for column, cell in enumerate(row)]
+
+
+def _csv_cell(value: Any, position: str) -> Any:
+    """Check that ``value`` can be a CSV cell, and raise InvocationError naming its type if not.
+
+    SageMaker's toolkit (v1.10) raises only for a prediction that NumPy cannot
+    make 1-D or 2-D, such as a dict or None, and writes other objects with
+    ``%s``. Rejecting every other cell type keeps Python reprs out of the CSV.
+    """
+    if isinstance(value, np.generic) and not isinstance(value, np.complexfloating):
+        value = value.item()
+    if isinstance(value, str | int | float | decimal.Decimal):
+        return value
+    kind = type(value)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    raise InvocationError(
+        f"the default output_fn cannot encode a {name} as CSV{position}. CSV cells must be "
+        "numbers, strings or booleans, in lists or 1-D or 2-D numpy arrays. Return those "
+        "from predict_fn, or define output_fn."
+    )

@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sageport.runtime.errors import StartupError
+from sageport.runtime.liveness import HEARTBEAT_INTERVAL_SECONDS
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
 DEFAULT_PROGRAM = "inference.py"
 DEFAULT_ACCEPT = "application/json"
 DEFAULT_TIMEOUT_SECONDS = 60.0
+# A worker beats every second while outside the model, so ten missed beats
+# mean it is stuck, not just slow to be scheduled.
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 10.0
+MIN_HEARTBEAT_TIMEOUT_SECONDS = 2 * HEARTBEAT_INTERVAL_SECONDS
 DEFAULT_MAX_PAYLOAD_MB = 6
 # SageMaker sends SIGKILL 30 s after SIGTERM, so waiting longer gains nothing.
 GRACEFUL_STOP_SECONDS = 30.0
@@ -45,6 +50,8 @@ class RuntimeConfig:
     log_level: int
     max_payload_bytes: int
     graceful_stop_seconds: float = GRACEFUL_STOP_SECONDS
+    # SAGEPORT_WORKER_HEARTBEAT_TIMEOUT: see runtime/liveness.py.
+    heartbeat_timeout_seconds: float = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
     # SAGEMAKER_MULTI_MODEL=true: load models by name on request (runtime/multimodel.py).
     multi_model: bool = False
 
@@ -117,6 +124,7 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Runtime
         * 1024
         * 1024,
         multi_model=environ.get("SAGEMAKER_MULTI_MODEL", "").strip().lower() == "true",
+        heartbeat_timeout_seconds=_heartbeat_timeout_seconds(environ),
     )
 
 
@@ -159,17 +167,37 @@ def _timeout_seconds(environ: Mapping[str, str]) -> float:
     # SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS is accepted as a second spelling, and
     # SAGEMAKER_MODEL_SERVER_TIMEOUT wins when both are set.
     for name in ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"):
-        raw = environ.get(name, "").strip()
-        if not raw:
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            value = 0.0
-        if not value > 0:
-            raise StartupError(f"invalid {name} {raw!r}: expected a positive number of seconds")
-        return value
+        value = _positive_seconds(environ, name)
+        if value is not None:
+            return value
     return DEFAULT_TIMEOUT_SECONDS
+
+
+def _heartbeat_timeout_seconds(environ: Mapping[str, str]) -> float:
+    name = "SAGEPORT_WORKER_HEARTBEAT_TIMEOUT"
+    value = _positive_seconds(environ, name)
+    if value is None:
+        return DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
+    if value < MIN_HEARTBEAT_TIMEOUT_SECONDS:
+        raise StartupError(
+            f"invalid {name} {environ[name].strip()!r}: expected at least "
+            f"{MIN_HEARTBEAT_TIMEOUT_SECONDS:g} seconds, twice the interval between heartbeats"
+        )
+    return value
+
+
+def _positive_seconds(environ: Mapping[str, str], name: str) -> float | None:
+    """Return the number of seconds in ``environ[name]``, or None when it is unset or empty."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise StartupError(f"invalid {name} {raw!r}: expected a positive number of seconds")
+    return value
 
 
 def _log_level(environ: Mapping[str, str]) -> int:

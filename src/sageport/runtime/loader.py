@@ -12,10 +12,15 @@ for the user code before it forks the workers.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.machinery
 import importlib.util
 import inspect
+import os
 import sys
-from collections.abc import Callable
+import sysconfig
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -121,6 +126,91 @@ def bind_handlers(module: ModuleType, program: str) -> UserHandlers:
 def load_user_handlers(code_dir: Path, program: str) -> UserHandlers:
     """Import the user module and bind its handlers."""
     return bind_handlers(import_user_module(code_dir, program), program)
+
+
+class CodeScope:
+    """One model's code directory and the modules imported from it.
+
+    A multi-model worker runs many models in one process, and their helper
+    modules often share a name (``utils.py``). Only while ``active()`` is the
+    directory first on ``sys.path`` and are its modules in ``sys.modules``
+    under their own names. Handlers keep working in between, because their
+    globals refer to the module objects rather than to ``sys.modules``.
+    """
+
+    def __init__(self, code_dir: Path) -> None:
+        self.code_dir = code_dir
+        self._prefix = os.path.join(os.path.abspath(code_dir), "")
+        self._module_names, self._packages = _importable_names(code_dir)
+        self._modules: dict[str, ModuleType] = {}
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Make this directory's modules the ones that ``import`` finds, until the block exits.
+
+        Same-named modules from other code directories step aside meanwhile.
+        Installed ones (the standard library, site-packages) stay shared,
+        because a model's helper should not replace them for other models.
+        """
+        shadowed = self._take_modules(lambda module: not _is_installed(module))
+        sys.modules.update(self._modules)
+        entry = str(self.code_dir)
+        sys.path.insert(0, entry)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
+            self._modules = self._take_modules(self._defined_here)
+            sys.modules.update(shadowed)
+
+    def _take_modules(self, selected: Callable[[ModuleType], bool]) -> dict[str, ModuleType]:
+        """Remove and return the selected ``sys.modules`` entries under this directory's names."""
+        keys = [name for name in self._module_names if name in sys.modules]
+        if self._packages:
+            # A package's submodules are entries of their own.
+            keys += [key for key in sys.modules if key.partition(".")[0] in self._packages]
+        return {key: sys.modules.pop(key) for key in keys if selected(sys.modules[key])}
+
+    def _defined_here(self, module: ModuleType) -> bool:
+        return any(location.startswith(self._prefix) for location in _locations(module))
+
+
+@functools.cache
+def _installed_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    keys = ("stdlib", "platstdlib", "purelib", "platlib")
+    return tuple(os.path.join(os.path.abspath(paths[key]), "") for key in keys if key in paths)
+
+
+def _is_installed(module: ModuleType) -> bool:
+    """Return whether ``module`` is built in or comes from the interpreter's library directories."""
+    locations = _locations(module)
+    return not locations or all(
+        location.startswith(_installed_prefixes()) for location in locations
+    )
+
+
+def _locations(module: ModuleType) -> list[str]:
+    """Return the absolute file of ``module`` and, for a package, its directories."""
+    found = [getattr(module, "__file__", None) or ""]
+    found += list(getattr(module, "__path__", None) or [])
+    return [os.path.abspath(location) for location in found if location]
+
+
+def _importable_names(code_dir: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """Return the names of the modules and of the packages at the top of ``code_dir``."""
+    suffixes = tuple(importlib.machinery.all_suffixes())
+    modules, packages = set(), set()
+    for entry in code_dir.iterdir():
+        name = entry.name.partition(".")[0]
+        if not name.isidentifier() or name == "__pycache__":
+            continue
+        if entry.is_dir():
+            packages.add(name)
+        elif entry.name.endswith(suffixes):
+            modules.add(name)
+    return frozenset(modules - packages), frozenset(packages)
 
 
 def _bind(module: ModuleType, program: str, name: str) -> Handler | None:

@@ -17,6 +17,9 @@ not loaded that model loads it on the spot. Every worker of an instance can
 thus serve every model the instance loaded. A model whose directory has
 disappeared is dropped before the next request, which is how an unload requested from one
 worker reaches the others: the server removes the directory it gave.
+
+A model's code runs inside its own ``CodeScope`` (runtime/loader.py), so two
+models that both ship ``code/utils.py`` each import their own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from urllib.parse import unquote
 from sageport.runtime.config import RuntimeConfig
 from sageport.runtime.errors import StartupError
 from sageport.runtime.loader import (
+    CodeScope,
     Handler,
     UserHandlers,
     bind_handlers,
@@ -60,10 +64,18 @@ _INVOKE_SUFFIX = "/invoke"
 class LoadedModel:
     """A model loaded in this worker, the directory it came from and what it cost."""
 
-    __slots__ = ("memory_bytes", "pipeline", "url")
+    __slots__ = ("code_scope", "memory_bytes", "pipeline", "url")
 
-    def __init__(self, pipeline: InferencePipeline, url: str, memory_bytes: int | None) -> None:
+    def __init__(
+        self,
+        pipeline: InferencePipeline,
+        code_scope: CodeScope | None,
+        url: str,
+        memory_bytes: int | None,
+    ) -> None:
         self.pipeline = pipeline
+        # None when the model runs the instance's code rather than code of its own.
+        self.code_scope = code_scope
         self.url = url
         self.memory_bytes = memory_bytes
 
@@ -130,8 +142,8 @@ class MultiModelServer:
         started = time.monotonic()
         rss_before = resident_bytes()
         try:
-            handlers = self._handlers_for(model_dir)
-            pipeline = InferencePipeline.load(handlers, model_dir, self.config.default_accept)
+            with self.server.slot.loading():
+                pipeline, code_scope = self._load_pipeline(model_dir)
         except StartupError as exc:
             logger.error("Worker %d failed to load model %s: %s", os.getpid(), name, exc)
             return _error(500, f"model {name} failed to load: {exc}")
@@ -139,7 +151,7 @@ class MultiModelServer:
         memory = rss_after - rss_before if rss_before is not None and rss_after else None
 
         self.models.pop(name, None)
-        self.models[name] = LoadedModel(pipeline, url, memory)
+        self.models[name] = LoadedModel(pipeline, code_scope, url, memory)
         logger.info(
             "Worker %d loaded model %s in %d ms",
             os.getpid(),
@@ -175,17 +187,29 @@ class MultiModelServer:
                 return error
             loaded = self.models[name]
         self.models.move_to_end(name)
-        return self.server.invoke(request, loaded.pipeline)
+        if loaded.code_scope is None:
+            return self.server.invoke(request, loaded.pipeline)
+        # Imports inside the handlers find this model's helpers, not another's.
+        with loaded.code_scope.active():
+            return self.server.invoke(request, loaded.pipeline)
 
-    def _handlers_for(self, model_dir: Path) -> UserHandlers:
+    def _load_pipeline(self, model_dir: Path) -> tuple[InferencePipeline, CodeScope | None]:
+        """Import the model's code and run model_fn, then return the pipeline and its CodeScope."""
         code_dir = model_dir / "code"
         program = self.config.program
+        default_accept = self.config.default_accept
         try:
             locate_program(code_dir, program)
         except StartupError:
             # A model without code of its own uses the instance's code.
-            return load_user_handlers(self.config.code_dir, program)
-        return bind_handlers(_import_model_module(code_dir, program), program)
+            handlers = load_user_handlers(self.config.code_dir, program)
+            return InferencePipeline.load(handlers, model_dir, default_accept), None
+
+        code_scope = CodeScope(code_dir)
+        with code_scope.active():
+            handlers = bind_handlers(_import_model_module(code_dir, program), program)
+            pipeline = InferencePipeline.load(handlers, model_dir, default_accept)
+        return pipeline, code_scope
 
     def _drop_removed_models(self) -> None:
         for name in [name for name, loaded in self.models.items() if not Path(loaded.url).exists()]:
@@ -222,10 +246,8 @@ def _import_model_module(code_dir: Path, program: str) -> ModuleType:
 
     Every model's module is usually called ``inference``; a unique name per
     directory keeps one model's handlers from replacing another's in
-    ``sys.modules``.
+    ``sys.modules``. Its helper modules are kept apart by the model's CodeScope.
     """
-    # NOTE: helper modules beside inference.py are found through sys.path,
-    # so two models with helpers of the same name share the first one imported.
     path = locate_program(code_dir, program)
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
     return import_user_module(code_dir, program, f"sageport_model_{digest}")

@@ -12,6 +12,10 @@ A stream that fails part-way ends without the terminating zero-length chunk,
 and the connection closes. HTTP clients report such a body as incomplete
 (aiohttp raises ``ClientPayloadError``), which is how the server learns that
 the model failed after its first chunk.
+
+The socket has a timeout of about a second, so that no receive or send blocks
+for longer: after each one, whether it timed out or made progress, the
+connection calls ``beat`` to show the supervisor that the worker is alive.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ class Response:
 
 
 Dispatch = Callable[[Request], Response]
+Beat = Callable[[], None]
 
 
 class RequestReader:
@@ -160,7 +165,7 @@ class RequestReader:
 
 
 def serve_connection(
-    conn: socket.socket, dispatch: Dispatch, state: ServingState, max_body_bytes: int
+    conn: socket.socket, dispatch: Dispatch, state: ServingState, max_body_bytes: int, beat: Beat
 ) -> None:
     """Serve requests on ``conn`` until the client closes it or it must close."""
     reader = RequestReader(max_body_bytes)
@@ -172,7 +177,7 @@ def serve_connection(
         # connection close without a response.
         state.idle = not reader.in_message
         try:
-            size = conn.recv_into(buffer)
+            size = _receive(conn, buffer, beat)
         finally:
             state.idle = False
         if size == 0:
@@ -181,28 +186,28 @@ def serve_connection(
         try:
             reader.feed(view[:size])
         except httptools.HttpParserUpgrade:
-            send_response(conn, _plain(400, "protocol upgrades are not supported"), False)
+            send_response(conn, _plain(400, "protocol upgrades are not supported"), False, beat)
             return
         except httptools.HttpParserError as exc:
-            send_response(conn, _plain(400, f"malformed HTTP request: {exc}"), False)
+            send_response(conn, _plain(400, f"malformed HTTP request: {exc}"), False, beat)
             return
         if reader.expects_continue and not reader.completed:
             reader.expects_continue = False
-            conn.sendall(_CONTINUE)
+            send_all(conn, [_CONTINUE], beat)
 
         while reader.completed:
             request = reader.completed.popleft()
             response = dispatch(request)
             keep_alive = request.keep_alive and not request.too_large and not state.stopping
             if response.stream is None:
-                send_response(conn, response, keep_alive)
-            elif not send_stream(conn, response, keep_alive):
+                send_response(conn, response, keep_alive, beat)
+            elif not send_stream(conn, response, keep_alive, beat):
                 return
             if not keep_alive:
                 return
 
 
-def send_response(conn: socket.socket, response: Response, keep_alive: bool) -> None:
+def send_response(conn: socket.socket, response: Response, keep_alive: bool, beat: Beat) -> None:
     """Write ``response`` with a Content-Length, in one system call when the socket allows."""
     body = response.body
     try:
@@ -210,18 +215,10 @@ def send_response(conn: socket.socket, response: Response, keep_alive: bool) -> 
     except UnicodeEncodeError:
         body = b"the handler set a response header that is not Latin-1 text"
         head = _encode_head(Response(500, body, [("Content-Type", "text/plain")]), len(body), False)
-
-    # sendmsg gathers head and body without concatenating them, which would
-    # copy the body.
-    sent = conn.sendmsg([head, body])
-    if sent < len(head):
-        conn.sendall(head[sent:])
-        conn.sendall(body)
-    elif sent < len(head) + len(body):
-        conn.sendall(memoryview(body)[sent - len(head) :])
+    send_all(conn, [head, body], beat)
 
 
-def send_stream(conn: socket.socket, response: Response, keep_alive: bool) -> bool:
+def send_stream(conn: socket.socket, response: Response, keep_alive: bool, beat: Beat) -> bool:
     """Write ``response.stream`` as a chunked body, and return False if the stream was aborted.
 
     Each chunk goes out in its own system call, so the client sees it at once.
@@ -235,28 +232,54 @@ def send_stream(conn: socket.socket, response: Response, keep_alive: bool) -> bo
         head = _encode_head(response, None, keep_alive)
     except UnicodeEncodeError:
         body = b"the handler set a response header that is not Latin-1 text"
-        send_response(conn, Response(500, body, [("Content-Type", "text/plain")]), False)
+        send_response(conn, Response(500, body, [("Content-Type", "text/plain")]), False, beat)
         _close(stream)
         return False
 
     try:
-        conn.sendall(head)
+        send_all(conn, [head], beat)
         for chunk in stream:
             if chunk:
-                _send_chunk(conn, chunk)
+                send_all(conn, [b"%x\r\n" % len(chunk), chunk, b"\r\n"], beat)
     except StreamAborted:
         return False
     finally:
         _close(stream)
-    conn.sendall(b"0\r\n\r\n")
+    send_all(conn, [b"0\r\n\r\n"], beat)
     return True
 
 
-def _send_chunk(conn: socket.socket, chunk: bytes) -> None:
-    size_line = b"%x\r\n" % len(chunk)
-    sent = conn.sendmsg([size_line, chunk, b"\r\n"])
-    if sent < len(size_line) + len(chunk) + 2:
-        conn.sendall(b"".join((size_line, chunk, b"\r\n"))[sent:])
+def send_all(conn: socket.socket, parts: list[bytes | bytearray], beat: Beat) -> None:
+    """Write ``parts`` in order, gathered into as few system calls as the socket allows.
+
+    sendmsg gathers the parts without concatenating them, which would copy a
+    large body. A send that times out because the client reads slowly is
+    retried after a heartbeat, so only the worker's own progress is measured.
+    """
+    views = [memoryview(part) for part in parts if part]
+    while views:
+        try:
+            sent = conn.sendmsg(views)
+        except TimeoutError:
+            sent = 0
+        beat()
+        while sent:
+            first = views[0]
+            if sent < len(first):
+                views[0] = first[sent:]
+                break
+            sent -= len(first)
+            views.pop(0)
+
+
+def _receive(conn: socket.socket, buffer: bytearray, beat: Beat) -> int:
+    """Wait for data on ``conn`` and read it into ``buffer``, beating while none arrives."""
+    while True:
+        beat()
+        try:
+            return conn.recv_into(buffer)
+        except TimeoutError:
+            continue
 
 
 def _close(stream: Iterator[bytes]) -> None:

@@ -6,9 +6,11 @@ reported ready. A worker that fails to load during start-up ends the whole
 instance with exit status 3 and a reason in the failure file.
 
 Serving: a few times a second the supervisor reaps exited workers, SIGKILLs
-any worker whose model call has run past ``SAGEMAKER_MODEL_SERVER_TIMEOUT``,
-and forks replacements (after a short backoff unless the worker was killed
-for a timeout). Each replacement runs ``model_fn`` again before it accepts.
+any worker whose model call has run past ``SAGEMAKER_MODEL_SERVER_TIMEOUT``
+or that has sent no heartbeat for ``SAGEPORT_WORKER_HEARTBEAT_TIMEOUT``
+while outside the model (runtime/liveness.py), and forks replacements (after
+a short backoff unless the supervisor killed the worker). Each replacement
+runs ``model_fn`` again before it accepts.
 
 Stopping (SIGTERM or SIGINT): close the socket, tell the workers to finish
 the request in hand and exit, and SIGKILL any still running after 30 s.
@@ -19,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import mmap
 import os
 import select
 import signal
@@ -32,6 +33,7 @@ from types import FrameType
 
 from sageport.runtime.config import RuntimeConfig, build_parser, load_config
 from sageport.runtime.errors import StartupError
+from sageport.runtime.liveness import WorkerSlots
 from sageport.runtime.loader import import_user_module, locate_program
 from sageport.runtime.preload import pickled_modules, preload_modules
 from sageport.runtime.process import (
@@ -120,7 +122,7 @@ def bind_listener(config: RuntimeConfig) -> socket.socket:
 class WorkerRecord:
     """The supervisor's view of one worker slot."""
 
-    __slots__ = ("failures", "pid", "ready", "ready_fd", "restart_at", "started_at", "timed_out")
+    __slots__ = ("failures", "killed", "pid", "ready", "ready_fd", "restart_at", "started_at")
 
     def __init__(self) -> None:
         self.pid = 0
@@ -129,7 +131,8 @@ class WorkerRecord:
         self.started_at = 0.0
         self.restart_at: float | None = None
         self.failures = 0
-        self.timed_out = False
+        # Set when the supervisor killed the worker, which is replaced at once.
+        self.killed = False
 
 
 class Supervisor:
@@ -138,10 +141,8 @@ class Supervisor:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         self.records = [WorkerRecord() for _ in range(config.workers)]
-        # One double per worker: the monotonic start of its model call, 0.0 when idle.
-        # An anonymous shared mapping made before fork is visible to every worker.
-        self._busy_map = mmap.mmap(-1, 8 * config.workers)
-        self.busy_since = memoryview(self._busy_map).cast("d")
+        # Made before fork, so every worker shares it.
+        self.slots = WorkerSlots(config.workers)
         self.listener: socket.socket | None = None
         self.listening = False
         self.stopping = False
@@ -174,6 +175,9 @@ class Supervisor:
 
         self.listener.listen(socket.SOMAXCONN)
         self.listening = True
+        # Workers that loaded early waited without beating for the others.
+        for index in range(self.config.workers):
+            self.slots.reset(index, time.monotonic())
         os.close(self._start_w)
         os.close(self._start_r)
         logger.info("Listening on %s", self.config.address)
@@ -227,7 +231,7 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         record = self.records[index]
         ready_r, ready_w = os.pipe()
-        self.busy_since[index] = 0.0
+        self.slots.reset(index)
 
         # Blocking the stop signals across fork keeps the supervisor's handlers
         # from running in a child before it installs its own.
@@ -243,7 +247,7 @@ class Supervisor:
         record.ready_fd = ready_r
         record.started_at = time.monotonic()
         record.restart_at = None
-        record.timed_out = False
+        record.killed = False
 
     def _exit_as_worker(self, index: int, ready_w: int) -> None:
         # Runs in the child: drop the supervisor's descriptors and handlers, then serve.
@@ -270,7 +274,7 @@ class Supervisor:
                 self.config,
                 index,
                 self.listener,
-                self.busy_since,
+                self.slots.slot(index),
                 ready_w,
                 start_fd,
                 os.getppid(),
@@ -313,6 +317,7 @@ class Supervisor:
             for record, pid, status in self._reap():
                 self._schedule_replacement(record, pid, status)
             self._kill_timed_out_workers()
+            self._kill_stalled_workers()
             self._start_due_replacements()
 
     def _wait_for_events(self, timeout: float = WATCHDOG_INTERVAL_SECONDS) -> set[int]:
@@ -366,14 +371,14 @@ class Supervisor:
                 record.ready_fd = None
             record.pid = 0
             record.ready = False
-            self.busy_since[self.records.index(record)] = 0.0
+            self.slots.reset(self.records.index(record))
             exited.append((record, pid, status))
         return exited
 
     def _schedule_replacement(self, record: WorkerRecord, pid: int, status: int) -> None:
         now = time.monotonic()
-        if record.timed_out:
-            logger.info("Starting a replacement for worker %d, killed for a timeout", pid)
+        if record.killed:
+            logger.info("Starting a replacement for worker %d, which the supervisor killed", pid)
             record.restart_at = now
             return
 
@@ -392,8 +397,8 @@ class Supervisor:
         now = time.monotonic()
         timeout = self.config.timeout_seconds
         for index, record in enumerate(self.records):
-            started = self.busy_since[index]
-            if not record.pid or record.timed_out or not started or now - started <= timeout:
+            started = self.slots.call_started(index)
+            if not record.pid or record.killed or not started or now - started <= timeout:
                 continue
             logger.warning(
                 "Worker %d has run one invocation for %.1f s, longer than "
@@ -402,7 +407,27 @@ class Supervisor:
                 now - started,
                 timeout,
             )
-            record.timed_out = True
+            record.killed = True
+            _signal(record.pid, signal.SIGKILL)
+
+    def _kill_stalled_workers(self) -> None:
+        now = time.monotonic()
+        timeout = self.config.heartbeat_timeout_seconds
+        for index, record in enumerate(self.records):
+            # A worker still loading its model does not beat yet.
+            if not record.pid or not record.ready or record.killed:
+                continue
+            stalled = self.slots.stalled_for(index, now)
+            if stalled <= timeout:
+                continue
+            logger.warning(
+                "Worker %d has sent no heartbeat for %.1f s outside a model call, longer "
+                "than SAGEPORT_WORKER_HEARTBEAT_TIMEOUT (%g s); killing it",
+                record.pid,
+                stalled,
+                timeout,
+            )
+            record.killed = True
             _signal(record.pid, signal.SIGKILL)
 
     def _start_due_replacements(self) -> None:

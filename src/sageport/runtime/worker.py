@@ -2,10 +2,12 @@
 
 The supervisor forks each worker with the bound socket and a pipe. The
 worker writes ``R`` to the pipe once ready, or ``F`` and a one-line reason
-when the model fails to load. A shared slot receives the
-``time.monotonic()`` start of the model call in progress (0.0 when idle), so
-the supervisor can kill a worker that runs past the model server timeout. A
-streamed response counts as one model call until its last chunk is sent.
+when the model fails to load. Through its shared liveness slot
+(runtime/liveness.py) the worker marks each model call, so the supervisor can
+kill it when the call runs past the model server timeout, and beats while
+outside the model, so the supervisor can kill it when it stops making
+progress there. A streamed response counts as one model call until its last
+chunk is sent.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from sageport.runtime.config import RuntimeConfig
 from sageport.runtime.errors import InvocationError, StartupError, describe_exception
+from sageport.runtime.liveness import HEARTBEAT_INTERVAL_SECONDS, WorkerSlot
 from sageport.runtime.loader import load_user_handlers
 from sageport.runtime.multimodel import MultiModelServer, placeholder_pipeline
 from sageport.runtime.pipeline import InferencePipeline
@@ -51,14 +54,14 @@ _RETRYABLE_ACCEPT_ERRORS = frozenset(
 class WorkerSetup:
     """Sockets, pipes and settings that the supervisor passes to a worker at fork time."""
 
-    __slots__ = ("busy_since", "config", "index", "listener", "master_pid", "ready_fd", "start_fd")
+    __slots__ = ("config", "index", "listener", "master_pid", "ready_fd", "slot", "start_fd")
 
     def __init__(
         self,
         config: RuntimeConfig,
         index: int,
         listener: socket.socket,
-        busy_since: memoryview[float],
+        slot: WorkerSlot,
         ready_fd: int,
         start_fd: int | None,
         master_pid: int,
@@ -66,8 +69,8 @@ class WorkerSetup:
         self.config = config
         self.index = index
         self.listener = listener
-        # Shared doubles, one per worker, indexed by ``index``.
-        self.busy_since = busy_since
+        # This worker's liveness fields, shared with the supervisor.
+        self.slot = slot
         self.ready_fd = ready_fd
         # Reaches end-of-file once the supervisor listens; None when it already does.
         self.start_fd = start_fd
@@ -85,6 +88,7 @@ def run_worker(setup: WorkerSetup) -> int:
 
     state = ServingState()
     _install_stop_handlers(state)
+    setup.slot.beat()
     os.write(setup.ready_fd, b"R")
     os.close(setup.ready_fd)
     try:
@@ -135,10 +139,17 @@ def _serve_forever(setup: WorkerSetup, server: InvocationServer, state: ServingS
     listener = setup.listener
     is_tcp = listener.family != socket.AF_UNIX
     max_body_bytes = setup.config.max_payload_bytes
+    beat = setup.slot.beat
+    # The timeout makes the listener non-blocking for every worker, since they
+    # share it, and each one's accept() waits for at most one interval.
+    listener.settimeout(HEARTBEAT_INTERVAL_SECONDS)
     while not state.stopping:
+        beat()
         state.idle = True
         try:
             conn, _ = listener.accept()
+        except TimeoutError:
+            continue
         except OSError as exc:
             if exc.errno not in _RETRYABLE_ACCEPT_ERRORS:
                 raise
@@ -149,10 +160,11 @@ def _serve_forever(setup: WorkerSetup, server: InvocationServer, state: ServingS
             state.idle = False
 
         with conn:
+            conn.settimeout(HEARTBEAT_INTERVAL_SECONDS)
             if is_tcp:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                serve_connection(conn, server.dispatch, state, max_body_bytes)
+                serve_connection(conn, server.dispatch, state, max_body_bytes, beat)
             except (ConnectionError, TimeoutError) as exc:
                 logger.debug("Connection ended early: %s", exc)
 
@@ -162,8 +174,7 @@ class InvocationServer:
 
     def __init__(self, setup: WorkerSetup, pipeline: InferencePipeline) -> None:
         self.pipeline = pipeline
-        self.busy_since = setup.busy_since
-        self.index = setup.index
+        self.slot = setup.slot
         self.multi_model: MultiModelServer | None = None
         if setup.config.multi_model:
             self.multi_model = MultiModelServer(setup.config, self)
@@ -198,7 +209,7 @@ class InvocationServer:
         context = pipeline.new_context(headers)
 
         started = time.perf_counter_ns()
-        self.busy_since[self.index] = time.monotonic()
+        self.slot.start_call()
         response: Response | None = None
         try:
             payload, content_type = pipeline.invoke(
@@ -211,9 +222,9 @@ class InvocationServer:
         except Exception as exc:  # noqa: BLE001 - every handler error becomes a response
             response = _handler_error(exc)
         finally:
-            # A stream clears the slot itself once its last chunk is sent.
+            # A stream ends the call itself once its last chunk is sent.
             if response is None or response.stream is None:
-                self.busy_since[self.index] = 0.0
+                self.slot.end_call()
         latency_us = (time.perf_counter_ns() - started) // 1000
 
         response.headers.append((_LATENCY_HEADER, str(latency_us)))
@@ -274,7 +285,7 @@ class _ResponseStream:
             raise StreamAborted from exc
 
     def close(self) -> None:
-        self._server.busy_since[self._server.index] = 0.0
+        self._server.slot.end_call()
         _close(self._items)
 
 
