@@ -1,0 +1,146 @@
+"""The front door's HTTP client to instances: responses, timeouts and callers that leave."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from sageport.dataplane.upstream import CallerGone, UpstreamPool, UpstreamResponse
+
+
+class FakeInstance:
+    """A Unix-socket HTTP server that records the paths it served, one request at a time."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.paths: list[str] = []
+        self.connections = 0
+        self.release_slow = asyncio.Event()
+
+    async def __aenter__(self) -> FakeInstance:
+        self._server = await asyncio.start_unix_server(self._serve, str(self.socket_path))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release_slow.set()
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                length = next(
+                    int(line.split(":", 1)[1])
+                    for line in lines
+                    if line.lower().startswith("content-length:")
+                )
+                await reader.readexactly(length)
+                self.paths.append(path)
+                if path == "/slow":
+                    await self.release_slow.wait()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Dropped: 1\r\n"
+                    b"Content-Length: 2\r\n\r\nok"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def run_with_instance(test: Callable[[FakeInstance], Awaitable[None]]) -> None:
+    async def main() -> None:
+        # A short directory keeps the socket path under the 107-byte limit.
+        with tempfile.TemporaryDirectory() as directory:
+            async with FakeInstance(Path(directory) / "instance.sock") as instance:
+                await test(instance)
+
+    asyncio.run(main())
+
+
+def test_post_returns_status_kept_headers_and_body() -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
+
+        response = await pool.post(b"/fast", [(b"Accept", b"text/plain")], b"{}", timeout=5)
+
+        assert response.status == 200
+        assert response.headers == {b"content-type": b"text/plain"}
+        assert response.body == b"ok"
+        await pool.close()
+
+    run_with_instance(check)
+
+
+def test_slow_response_times_out_and_connection_is_replaced() -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
+
+        with pytest.raises(TimeoutError):
+            await pool.post(b"/slow", [], b"", timeout=0.2)
+        instance.release_slow.set()
+        response = await pool.post(b"/fast", [], b"", timeout=5)
+
+        assert response.body == b"ok"
+        assert instance.connections == 2
+        await pool.close()
+
+    run_with_instance(check)
+
+
+QueuedCall = tuple["asyncio.Future[UpstreamResponse]", "asyncio.Future[UpstreamResponse]"]
+
+
+async def queue_behind_slow_request(pool: UpstreamPool, caller_left: asyncio.Event) -> QueuedCall:
+    """Send /slow, then /queued, which waits for the pool's only connection."""
+
+    async def caller_gone() -> None:
+        await caller_left.wait()
+
+    first = asyncio.ensure_future(pool.post(b"/slow", [], b"", timeout=5))
+    await asyncio.sleep(0.1)
+    queued = asyncio.ensure_future(pool.post(b"/queued", [], b"", 5, caller_gone))
+    await asyncio.sleep(0.1)
+    return first, queued
+
+
+def test_queued_request_of_departed_caller_is_dropped() -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
+        caller_left = asyncio.Event()
+
+        first, queued = await queue_behind_slow_request(pool, caller_left)
+        caller_left.set()
+
+        with pytest.raises(CallerGone):
+            await queued
+        instance.release_slow.set()
+        assert (await first).body == b"ok"
+        assert (await pool.post(b"/fast", [], b"", timeout=5)).body == b"ok"
+        assert instance.paths == ["/slow", "/fast"]
+        await pool.close()
+
+    run_with_instance(check)
+
+
+def test_queued_request_gets_connection_when_caller_stays() -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
+
+        first, queued = await queue_behind_slow_request(pool, asyncio.Event())
+        instance.release_slow.set()
+
+        assert (await first).body == b"ok"
+        assert (await queued).body == b"ok"
+        assert instance.paths == ["/slow", "/queued"]
+        assert instance.connections == 1
+        await pool.close()
+
+    run_with_instance(check)
