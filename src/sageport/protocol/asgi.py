@@ -6,8 +6,8 @@ built per request, and headers stay as the byte pairs uvicorn hands over.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -23,6 +23,10 @@ Authenticate = Callable[[Scope, bytes], object]
 # client still sending gets the error response instead of a broken pipe, which
 # botocore would retry. Past this size the connection is closed.
 DRAIN_LIMIT = 64 * 2**20
+
+# The variant digit of an RFC 4122 UUID is 8, 9, a or b, because its two
+# high bits are 10. Indexing this by a random hex digit sets them.
+_UUID_VARIANT_DIGITS = "89ab89ab89ab89ab"
 
 _CREDENTIAL_REGION = re.compile(rb"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
 
@@ -40,7 +44,12 @@ class ClientDisconnected(Exception):
 
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """Return a random (version 4) UUID in its usual text form, as AWS request ids are."""
+    # Formatting 16 random bytes directly takes less than half the time of
+    # str(uuid.uuid4()), which validates its arguments and builds an object.
+    digits = os.urandom(16).hex()
+    variant = _UUID_VARIANT_DIGITS[int(digits[16], 16)]
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
