@@ -98,12 +98,10 @@ def test_slow_response_times_out_and_connection_is_replaced() -> None:
 QueuedCall = tuple["asyncio.Future[UpstreamResponse]", "asyncio.Future[UpstreamResponse]"]
 
 
-async def queue_behind_slow_request(pool: UpstreamPool, caller_left: asyncio.Event) -> QueuedCall:
+async def queue_behind_slow_request(
+    pool: UpstreamPool, caller_gone: Callable[[], Awaitable[object]]
+) -> QueuedCall:
     """Send /slow, then /queued, which waits for the pool's only connection."""
-
-    async def caller_gone() -> None:
-        await caller_left.wait()
-
     first = asyncio.ensure_future(pool.post(b"/slow", [], b"", timeout=5))
     await asyncio.sleep(0.1)
     queued = asyncio.ensure_future(pool.post(b"/queued", [], b"", 5, caller_gone))
@@ -111,13 +109,30 @@ async def queue_behind_slow_request(pool: UpstreamPool, caller_left: asyncio.Eve
     return first, queued
 
 
-def test_queued_request_of_departed_caller_is_dropped() -> None:
+DisconnectWatch = Callable[[], Awaitable[object]]
+
+
+def disconnect_watch(kind: str) -> tuple[DisconnectWatch, Callable[[], None]]:
+    """Return a disconnect watch of ``kind`` and a function that makes the caller leave.
+
+    "coroutine" is what ASGI's receive() gives. "shared-future" is the
+    connection's future that Sageport's HTTP protocol puts in the scope.
+    """
+    if kind == "coroutine":
+        event = asyncio.Event()
+        return event.wait, event.set
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    return (lambda: future), (lambda: future.set_result(None))
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "shared-future"])
+def test_queued_request_of_departed_caller_is_dropped(kind: str) -> None:
     async def check(instance: FakeInstance) -> None:
         pool = UpstreamPool(str(instance.socket_path), 1)
-        caller_left = asyncio.Event()
+        watch, leave = disconnect_watch(kind)
 
-        first, queued = await queue_behind_slow_request(pool, caller_left)
-        caller_left.set()
+        first, queued = await queue_behind_slow_request(pool, watch)
+        leave()
 
         with pytest.raises(CallerGone):
             await queued
@@ -134,13 +149,29 @@ def test_queued_request_gets_connection_when_caller_stays() -> None:
     async def check(instance: FakeInstance) -> None:
         pool = UpstreamPool(str(instance.socket_path), 1)
 
-        first, queued = await queue_behind_slow_request(pool, asyncio.Event())
+        first, queued = await queue_behind_slow_request(pool, asyncio.Event().wait)
         instance.release_slow.set()
 
         assert (await first).body == b"ok"
         assert (await queued).body == b"ok"
         assert instance.paths == ["/slow", "/queued"]
         assert instance.connections == 1
+        await pool.close()
+
+    run_with_instance(check)
+
+
+def test_shared_disconnect_future_survives_wait() -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
+        disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        first, queued = await queue_behind_slow_request(pool, lambda: disconnected)
+        instance.release_slow.set()
+
+        assert (await first).body == b"ok"
+        assert (await queued).body == b"ok"
+        assert not disconnected.done()
         await pool.close()
 
     run_with_instance(check)

@@ -257,9 +257,11 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         """Send ``POST path`` and return the response; raise TimeoutError after ``timeout``.
 
-        ``caller_gone`` returns when the caller disconnects. A request still
-        waiting for a connection then raises CallerGone instead of reaching
-        the model: an abandoned request must not hold a place in the queue.
+        ``caller_gone`` returns an awaitable that completes when the caller
+        disconnects. A request still waiting for a connection then raises
+        CallerGone instead of reaching the model: an abandoned request must
+        not hold a place in the queue. An ``asyncio.Future`` it returns is
+        watched but never cancelled, so one future can serve many requests.
         """
         connection = await self._acquire(caller_gone)
         head = _request_head(b"POST", path, headers, len(body))
@@ -386,12 +388,21 @@ class UpstreamPool:
             return await waiter
         # A done callback fails the waiter when the caller leaves first. It
         # costs less per queued request than asyncio.wait on both futures.
-        gone = asyncio.ensure_future(caller_gone())
-        gone.add_done_callback(functools.partial(_fail_when_caller_gone, waiter))
+        watch = functools.partial(_fail_when_caller_gone, waiter)
+        disconnect = caller_gone()
+        if isinstance(disconnect, asyncio.Future):
+            # The connection's own disconnect future, shared by its requests.
+            disconnect.add_done_callback(watch)
+            try:
+                return await waiter
+            finally:
+                disconnect.remove_done_callback(watch)
+        disconnect_task = asyncio.ensure_future(disconnect)
+        disconnect_task.add_done_callback(watch)
         try:
             return await waiter
         finally:
-            gone.cancel()
+            disconnect_task.cancel()
 
     async def _open_connection(self) -> _Connection:
         self._open += 1
@@ -445,10 +456,10 @@ class UpstreamPool:
 
 
 def _fail_when_caller_gone(
-    waiter: asyncio.Future[_Connection | None], gone: asyncio.Future[object]
+    waiter: asyncio.Future[_Connection | None], disconnect: asyncio.Future[object]
 ) -> None:
     # Cancelled means the wait ended first and no longer needs the watch.
-    if not gone.cancelled() and not waiter.done():
+    if not disconnect.cancelled() and not waiter.done():
         waiter.set_exception(CallerGone())
 
 

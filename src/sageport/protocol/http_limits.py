@@ -28,6 +28,8 @@ from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from sageport.protocol.asgi import DISCONNECTED_EXTENSION
+
 logger = logging.getLogger("sageport.protocol")
 
 
@@ -70,6 +72,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._guard_timer: asyncio.TimerHandle | None = None
         self._guard_deadline = 0.0
         self._guard_callback: Callable[[], None] | None = None
+        self._disconnected: asyncio.Future[None] = self.loop.create_future()
+        self._disconnect_extension: dict[object, object] = {"future": self._disconnected}
         super().connection_made(transport)
         self._arm(self.limits.header_timeout, self._on_header_timeout)
 
@@ -78,6 +82,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._guard_timer is not None:
             self._guard_timer.cancel()
             self._guard_timer = None
+        if not self._disconnected.done():
+            self._disconnected.set_result(None)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -95,6 +101,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # One future per connection completes for every request on it when the
+        # client leaves, where a task calling receive() per request cost more.
+        self.scope["extensions"] = {DISCONNECTED_EXTENSION: self._disconnect_extension}
         self._awaiting_headers = True
         self._head_bytes = 0
         self._parsed_head_bytes = 0

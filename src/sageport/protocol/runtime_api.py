@@ -24,6 +24,7 @@ from sageport.protocol.asgi import (
     Receive,
     Scope,
     Send,
+    caller_gone_watch,
     new_request_id,
     read_body,
     send_response,
@@ -159,7 +160,8 @@ class RuntimeAPI:
             stream = await open_stream(route, body, forwarded, target_variant)
             return 200, stream_headers(stream), stream
 
-        result = await invoke(route, body, forwarded, target_variant, receive)
+        caller_gone = caller_gone_watch(scope, receive)
+        result = await invoke(route, body, forwarded, target_variant, caller_gone)
         headers: Headers = [
             (b"content-type", result.content_type.encode("latin-1")),
             (b"x-amzn-invoked-production-variant", result.variant.encode()),
