@@ -57,6 +57,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def new_run_dir(prefix: str) -> Path:
+    """Create and print a run directory named ``prefix`` and the time, under the cache."""
+    run_dir = CACHE_DIR / "runs" / time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True)
+    print(f"Run directory: {run_dir}")
+    return run_dir
+
+
 def require_tools(*names: str) -> None:
     """Exit with a message naming each missing program and how to install it."""
     missing = [name for name in names if shutil.which(name) is None]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,20 +55,12 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     benchlib.require_tools("wrk", "taskset")
-    run_dir = benchlib.CACHE_DIR / "runs" / time.strftime("profile-%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True)
-    print(f"Run directory: {run_dir}")
+    run_dir = benchlib.new_run_dir("profile")
     tools = servers.install_peer("tools", ["matplotlib", "py-spy"], run_dir, model=False)
     py_spy = tools.parent / "py-spy"
 
-    model = benchlib.train_model(run_dir)
-    server = servers.start_sageport(model, run_dir)
+    server, target = servers.deployed_sageport(run_dir, args.rows)
     try:
-        rows = benchlib.payload_rows(args.rows)
-        servers.check_answer(server, rows)
-        body_path = run_dir / "body.json"
-        body_path.write_bytes(server.encode(rows))
-        target = benchlib.Target(server.url, body_path, server.content_type)
         profile_under_load(args, server, target, py_spy, run_dir)
     finally:
         server.stop()

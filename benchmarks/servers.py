@@ -103,6 +103,24 @@ def start_sageport(model: ModelFiles, log_dir: Path) -> RunningServer:
     return RunningServer("sageport", processes, invoke_url, json_rows)
 
 
+def deployed_sageport(run_dir: Path, rows: int) -> tuple[RunningServer, benchlib.Target]:
+    """Start Sageport with the example model deployed and checked; return it and the wrk target.
+
+    The target posts ``rows`` iris rows. The caller must stop the server.
+    """
+    model = benchlib.train_model(run_dir)
+    server = start_sageport(model, run_dir)
+    try:
+        payload = benchlib.payload_rows(rows)
+        check_answer(server, payload)
+        body_path = run_dir / "body.json"
+        body_path.write_bytes(server.encode(payload))
+    except BaseException:
+        server.stop()
+        raise
+    return server, benchlib.Target(server.url, body_path, server.content_type)
+
+
 # --- Peers ----------------------------------------------------------------------------------
 
 

@@ -1,160 +1,177 @@
-"""How the front door classifies and handles the ways an instance drops a connection.
-
-A thread on a Unix socket plays the instance, one behaviour per connection.
-"""
+"""The front door's HTTP client to instances: responses, timeouts and callers that leave."""
 
 from __future__ import annotations
 
 import asyncio
-import select
-import socket
-import struct
-import threading
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from sageport.dataplane.invoke import InvocationResult, invoke
-from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
-from sageport.dataplane.upstream import (
-    UpstreamDisconnected,
-    UpstreamPool,
-    UpstreamRequestUnread,
-)
-from sageport.errors import ServiceUnavailable
-
-Behaviour = Callable[[socket.socket], None]
+from sageport.dataplane.upstream import CallerGone, UpstreamPool, UpstreamResponse
 
 
-def close_unread(conn: socket.socket) -> None:
-    # Closing with the request still queued makes the kernel reset the connection.
-    select.select([conn], [], [], 10)
+class FakeInstance:
+    """A Unix-socket HTTP server that records the paths it served, one request at a time."""
 
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.paths: list[str] = []
+        self.connections = 0
+        self.release_slow = asyncio.Event()
 
-def read_then_close(conn: socket.socket) -> None:
-    read_request(conn)
+    async def __aenter__(self) -> FakeInstance:
+        self._server = await asyncio.start_unix_server(self._serve, str(self.socket_path))
+        return self
 
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release_slow.set()
+        self._server.close()
 
-def answer_part_then_reset(conn: socket.socket) -> None:
-    read_request(conn)
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
-    # A zero linger time turns close() into a reset even with nothing unread.
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-def answer_ok(conn: socket.socket) -> None:
-    read_request(conn)
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
-
-
-def read_request(conn: socket.socket) -> None:
-    conn.settimeout(10)
-    received = b""
-    while not received.endswith(b"\r\n\r\nbody"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            return
-        received += chunk
-
-
-Serve = Callable[..., str]
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    """Return a function that serves one connection per behaviour, in order, on a Unix socket."""
-    threads: list[threading.Thread] = []
-    listeners: list[socket.socket] = []
-
-    def start(*behaviours: Behaviour) -> str:
-        path = str(tmp_path / f"instance{len(listeners)}.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen()
-        listener.settimeout(30)
-        listeners.append(listener)
-
-        def run() -> None:
-            for behaviour in behaviours:
-                conn, _ = listener.accept()
-                with conn:
-                    behaviour(conn)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        threads.append(thread)
-        return path
-
-    yield start
-    for thread in threads:
-        thread.join(timeout=30)
-    for listener in listeners:
-        listener.close()
-
-
-def post_error(address: str) -> BaseException | None:
-    """Send one POST through a fresh pool; return the exception it raised, if any."""
-
-    async def post() -> BaseException | None:
-        pool = UpstreamPool(address, 1)
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
-            await pool.post(b"/invocations", [], b"body", timeout=10)
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
-            return exc
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                length = next(
+                    int(line.split(":", 1)[1])
+                    for line in lines
+                    if line.lower().startswith("content-length:")
+                )
+                await reader.readexactly(length)
+                self.paths.append(path)
+                if path == "/slow":
+                    await self.release_slow.wait()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Dropped: 1\r\n"
+                    b"Content-Length: 2\r\n\r\nok"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
         finally:
-            await pool.close()
-        return None
-
-    return asyncio.run(post())
+            writer.close()
 
 
-def test_reset_before_reading_is_unread(serve: Serve) -> None:
-    error = post_error(serve(close_unread))
+def run_with_instance(test: Callable[[FakeInstance], Awaitable[None]]) -> None:
+    async def main() -> None:
+        # A short directory keeps the socket path under the 107-byte limit.
+        with tempfile.TemporaryDirectory() as directory:
+            async with FakeInstance(Path(directory) / "instance.sock") as instance:
+                await test(instance)
 
-    assert isinstance(error, UpstreamRequestUnread)
-    assert "reset the connection" in str(error)
-
-
-def test_close_after_reading_is_disconnected(serve: Serve) -> None:
-    error = post_error(serve(read_then_close))
-
-    assert isinstance(error, UpstreamDisconnected)
-    assert not isinstance(error, UpstreamRequestUnread)
+    asyncio.run(main())
 
 
-def test_reset_after_response_is_disconnected(serve: Serve) -> None:
-    error = post_error(serve(answer_part_then_reset))
+def test_post_returns_status_kept_headers_and_body() -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
 
-    assert isinstance(error, UpstreamDisconnected)
-    assert not isinstance(error, UpstreamRequestUnread)
+        response = await pool.post(b"/fast", [(b"Accept", b"text/plain")], b"{}", timeout=5)
 
+        assert response.status == 200
+        assert response.headers == {b"content-type": b"text/plain"}
+        assert response.body == b"ok"
+        await pool.close()
 
-def invoke_result(address: str) -> InvocationResult | BaseException:
-    """Invoke an endpoint whose one instance is at ``address``; return the result or the error."""
-
-    async def call() -> InvocationResult | BaseException:
-        instance = InstanceRoute("i-1", address, 1)
-        route = EndpointRoute("ep", [VariantRoute("v", 1.0, [instance], 10.0)], "arn:log")
-        try:
-            return await invoke(route, b"body", {"Content-Type": "text/plain"}, None)
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
-            return exc
-        finally:
-            await route.close()
-
-    return asyncio.run(call())
+    run_with_instance(check)
 
 
-def test_invoke_resends_unread_request(serve: Serve) -> None:
-    result = invoke_result(serve(close_unread, answer_ok))
+def test_slow_response_times_out_and_connection_is_replaced() -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
 
-    assert isinstance(result, InvocationResult)
-    assert result.body == b"ok"
+        with pytest.raises(TimeoutError):
+            await pool.post(b"/slow", [], b"", timeout=0.2)
+        instance.release_slow.set()
+        response = await pool.post(b"/fast", [], b"", timeout=5)
+
+        assert response.body == b"ok"
+        assert instance.connections == 2
+        await pool.close()
+
+    run_with_instance(check)
 
 
-def test_invoke_unread_repeatedly_is_unavailable(serve: Serve) -> None:
-    result = invoke_result(serve(close_unread, close_unread, close_unread))
+QueuedCall = tuple["asyncio.Future[UpstreamResponse]", "asyncio.Future[UpstreamResponse]"]
 
-    assert isinstance(result, ServiceUnavailable)
-    assert "the model did not run it" in str(result)
+
+async def queue_behind_slow_request(
+    pool: UpstreamPool, caller_gone: Callable[[], Awaitable[object]]
+) -> QueuedCall:
+    """Send /slow, then /queued, which waits for the pool's only connection."""
+    first = asyncio.ensure_future(pool.post(b"/slow", [], b"", timeout=5))
+    await asyncio.sleep(0.1)
+    queued = asyncio.ensure_future(pool.post(b"/queued", [], b"", 5, caller_gone))
+    await asyncio.sleep(0.1)
+    return first, queued
+
+
+DisconnectWatch = Callable[[], Awaitable[object]]
+
+
+def disconnect_watch(kind: str) -> tuple[DisconnectWatch, Callable[[], None]]:
+    """Return a disconnect watch of ``kind`` and a function that makes the caller leave.
+
+    "coroutine" is what ASGI's receive() gives. "shared-future" is the
+    connection's future that Sageport's HTTP protocol puts in the scope.
+    """
+    if kind == "coroutine":
+        event = asyncio.Event()
+        return event.wait, event.set
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    return (lambda: future), (lambda: future.set_result(None))
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "shared-future"])
+def test_queued_request_of_departed_caller_is_dropped(kind: str) -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
+        watch, leave = disconnect_watch(kind)
+
+        first, queued = await queue_behind_slow_request(pool, watch)
+        leave()
+
+        with pytest.raises(CallerGone):
+            await queued
+        instance.release_slow.set()
+        assert (await first).body == b"ok"
+        assert (await pool.post(b"/fast", [], b"", timeout=5)).body == b"ok"
+        assert instance.paths == ["/slow", "/fast"]
+        await pool.close()
+
+    run_with_instance(check)
+
+
+def test_queued_request_gets_connection_when_caller_stays() -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
+
+        first, queued = await queue_behind_slow_request(pool, asyncio.Event().wait)
+        instance.release_slow.set()
+
+        assert (await first).body == b"ok"
+        assert (await queued).body == b"ok"
+        assert instance.paths == ["/slow", "/queued"]
+        assert instance.connections == 1
+        await pool.close()
+
+    run_with_instance(check)
+
+
+def test_shared_disconnect_future_survives_wait() -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
+        disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        first, queued = await queue_behind_slow_request(pool, lambda: disconnected)
+        instance.release_slow.set()
+
+        assert (await first).body == b"ok"
+        assert (await queued).body == b"ok"
+        assert not disconnected.done()
+        await pool.close()
+
+    run_with_instance(check)

@@ -14,6 +14,7 @@ from sageport.protocol.validation import (
     CONSTRAINT_OVERRIDES,
     LOCAL_MODEL_DATA_PATTERN,
     MAX_DEPTH,
+    FlatStructureCheck,
     parse_timestamps,
     validate,
 )
@@ -470,3 +471,71 @@ def test_parse_timestamps_leaves_input_unchanged() -> None:
 
     assert parsed == {"CreationTimeBefore": datetime(1970, 1, 1, tzinfo=UTC), "Extra": 1}
     assert params == {"CreationTimeBefore": 0, "Extra": 1}
+
+
+def _runtime_input_shape(operation: str) -> Any:
+    return runtime_model().operation_model(operation).input_shape
+
+
+def _validate_accepts(shape: Any, params: dict[str, Any]) -> bool:
+    try:
+        validate(shape, params, error=ValidationError, ignore_members=("Body",))
+    except (ValidationError, SerializationException):
+        return False
+    return True
+
+
+FLAT_CHECK_CASES = [
+    pytest.param({"EndpointName": "iris"}, True, id="name-only"),
+    pytest.param(
+        {
+            "EndpointName": "iris",
+            "ContentType": "application/json",
+            "Accept": "text/csv",
+            "CustomAttributes": "trace=1",
+            "TargetVariant": "blue",
+            "InferenceId": "req 42",
+            "SessionId": "NEW_SESSION",
+        },
+        True,
+        id="every-usual-header",
+    ),
+    pytest.param({"EndpointName": "iris", "Unmodelled": 12}, True, id="unknown-member-ignored"),
+    pytest.param({"EndpointName": "iris", "Body": b"\x00"}, True, id="payload-ignored"),
+    pytest.param({"EndpointName": "iris", "TargetVariant": None}, True, id="null-is-absent"),
+    pytest.param({}, False, id="missing-endpoint-name"),
+    pytest.param({"EndpointName": None}, False, id="null-endpoint-name"),
+    pytest.param({"EndpointName": "my_ep"}, False, id="name-pattern"),
+    pytest.param({"EndpointName": "a" * 64}, False, id="name-too-long"),
+    pytest.param({"EndpointName": "iris", "InferenceId": ""}, False, id="below-minimum"),
+    pytest.param({"EndpointName": "iris", "ContentType": "caf\u00e9"}, False, id="not-ascii"),
+    pytest.param({"EndpointName": "iris", "TargetVariant": 7}, False, id="not-a-string"),
+]
+
+
+@pytest.mark.parametrize(("params", "valid"), FLAT_CHECK_CASES)
+def test_flat_check_agrees_with_validate(params: dict[str, Any], valid: bool) -> None:
+    shape = _runtime_input_shape("InvokeEndpoint")
+    check = FlatStructureCheck(shape, ignore_members=("Body",))
+
+    assert _validate_accepts(shape, params) is valid
+    assert check.passes(params) is valid
+
+
+def test_flat_check_defers_other_types_to_validate() -> None:
+    shape = _runtime_input_shape("InvokeEndpointAsync")
+    check = FlatStructureCheck(shape)
+    params = {"EndpointName": "iris", "InputLocation": "s3://b/k", "RequestTTLSeconds": 600}
+
+    assert _validate_accepts(shape, params)
+    assert not check.passes(params)
+    assert check.passes({"EndpointName": "iris", "InputLocation": "s3://b/k"})
+
+
+def test_flat_check_applies_overrides() -> None:
+    shape = _runtime_input_shape("InvokeEndpointAsync")
+    check = FlatStructureCheck(shape)
+    params = {"EndpointName": "iris", "InputLocation": "file:///tmp/input.json"}
+
+    assert _validate_accepts(shape, params)
+    assert check.passes(params)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
@@ -169,6 +170,12 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def time_out(self) -> None:
+        """Fail the response in progress with TimeoutError; the caller closes the connection."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
+
     def _fail(self, error: Exception) -> None:
         self.reusable = False
         waiter = self._waiter
@@ -274,9 +281,11 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         """Send ``POST path`` and return the response; raise TimeoutError after ``timeout``.
 
-        ``caller_gone`` returns when the caller disconnects. A request still
-        waiting for a connection then raises CallerGone instead of reaching
-        the model: an abandoned request must not hold a place in the queue.
+        ``caller_gone`` returns an awaitable that completes when the caller
+        disconnects. A request still waiting for a connection then raises
+        CallerGone instead of reaching the model: an abandoned request must
+        not hold a place in the queue. An ``asyncio.Future`` it returns is
+        watched but never cancelled, so one future can serve many requests.
         """
         connection = await self._acquire(caller_gone)
         head = _request_head(b"POST", path, headers, len(body))
@@ -335,14 +344,20 @@ class UpstreamPool:
     async def _send(
         self, connection: _Connection, head: bytes, body: bytes, timeout: float
     ) -> UpstreamResponse:
+        # A timer that fails the response future costs less per request than
+        # asyncio.wait_for, which adds a future and a callback hop of its own.
+        response = connection.send(head, body)
+        timer = asyncio.get_running_loop().call_later(timeout, connection.time_out)
         try:
-            response = await asyncio.wait_for(connection.send(head, body), timeout)
+            result = await response
         except BaseException:
             connection.close()
             self._release(connection)
             raise
+        finally:
+            timer.cancel()
         self._release(connection)
-        return response
+        return result
 
     async def close(self) -> None:
         self._closed = True
@@ -395,14 +410,23 @@ class UpstreamPool:
     ) -> _Connection | None:
         if caller_gone is None:
             return await waiter
-        gone = asyncio.ensure_future(caller_gone())
+        # A done callback fails the waiter when the caller leaves first. It
+        # costs less per queued request than asyncio.wait on both futures.
+        watch = functools.partial(_fail_when_caller_gone, waiter)
+        disconnect = caller_gone()
+        if isinstance(disconnect, asyncio.Future):
+            # The connection's own disconnect future, shared by its requests.
+            disconnect.add_done_callback(watch)
+            try:
+                return await waiter
+            finally:
+                disconnect.remove_done_callback(watch)
+        disconnect_task = asyncio.ensure_future(disconnect)
+        disconnect_task.add_done_callback(watch)
         try:
-            await asyncio.wait((waiter, gone), return_when=asyncio.FIRST_COMPLETED)
+            return await waiter
         finally:
-            gone.cancel()
-        if not waiter.done():
-            raise CallerGone
-        return waiter.result()
+            disconnect_task.cancel()
 
     async def _open_connection(self) -> _Connection:
         self._open += 1
@@ -417,7 +441,7 @@ class UpstreamPool:
         """Undo a cancelled wait, passing on whatever it was handed."""
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
-        if waiter.done() and not waiter.cancelled():
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             handed = waiter.result()
             if handed is not None:
                 self._release(handed)
@@ -453,6 +477,14 @@ class UpstreamPool:
         except OSError as exc:
             raise UpstreamConnectError(f"cannot connect to {self._address}: {exc}") from exc
         return connection
+
+
+def _fail_when_caller_gone(
+    waiter: asyncio.Future[_Connection | None], disconnect: asyncio.Future[object]
+) -> None:
+    # Cancelled means the wait ended first and no longer needs the watch.
+    if not disconnect.cancelled() and not waiter.done():
+        waiter.set_exception(CallerGone())
 
 
 def _request_head(

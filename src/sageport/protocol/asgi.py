@@ -6,8 +6,9 @@ built per request, and headers stay as the byte pairs uvicorn hands over.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -18,11 +19,21 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 # Checks a request and its whole body; raises a SageportError to reject it.
 Authenticate = Callable[[Scope, bytes], object]
+# Returns an awaitable that completes when the client disconnects.
+DisconnectWatch = Callable[[], Awaitable[object]]
+
+# The scope extension in which Sageport's HTTP protocol (http_limits.py) puts,
+# under "future", a future that completes when the client's connection is lost.
+DISCONNECTED_EXTENSION = "sageport.disconnected"
 
 # Bodies past the limit are read and dropped up to this many bytes, so that a
 # client still sending gets the error response instead of a broken pipe, which
 # botocore would retry. Past this size the connection is closed.
 DRAIN_LIMIT = 64 * 2**20
+
+# The variant digit of an RFC 4122 UUID is 8, 9, a or b, because its two
+# high bits are 10. Indexing this by a random hex digit sets them.
+_UUID_VARIANT_DIGITS = "89ab89ab89ab89ab"
 
 _CREDENTIAL_REGION = re.compile(rb"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
 
@@ -40,7 +51,27 @@ class ClientDisconnected(Exception):
 
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """Return a random (version 4) UUID in its usual text form, as AWS request ids are."""
+    # Formatting 16 random bytes directly takes less than half the time of
+    # str(uuid.uuid4()), which validates its arguments and builds an object.
+    digits = os.urandom(16).hex()
+    variant = _UUID_VARIANT_DIGITS[int(digits[16], 16)]
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
+
+
+def caller_gone_watch(scope: Scope, receive: Receive) -> DisconnectWatch:
+    """Return a function whose awaitable completes when the client of ``scope`` disconnects.
+
+    Call it only once the request body has been read. Under Sageport's HTTP
+    protocol it returns the connection's disconnect future, which the caller
+    must not cancel. Under any other server it calls ``receive``, which
+    returns ``http.disconnect`` then.
+    """
+    extension = (scope.get("extensions") or {}).get(DISCONNECTED_EXTENSION)
+    if extension is None:
+        return receive
+    disconnected: asyncio.Future[None] = extension["future"]
+    return lambda: disconnected
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

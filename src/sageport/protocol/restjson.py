@@ -12,14 +12,16 @@ above U+007F, which the model's ``\\p{ASCII}`` patterns reject.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from sageport.dataplane.invoke import valid_custom_attributes
 from sageport.errors import ValidationError
 from sageport.protocol.errors import Headers
 from sageport.protocol.models import runtime_model
-from sageport.protocol.validation import member_path, validate
+from sageport.protocol.validation import FlatStructureCheck, member_path, validate
 
 _TRUE_FALSE = {"true": True, "false": False}
 
@@ -35,28 +37,28 @@ def validate_invoke_headers(
     ValidationError for a value that is missing, of the wrong type or breaks a
     model constraint.
     """
-    input_shape = runtime_model().operation_model(operation_name).input_shape
+    bindings = _input_bindings(operation_name)
     lowered = {key.lower(): value for key, value in headers.items()}
 
     params: dict[str, Any] = {}
-    for member_name, member_shape in input_shape.members.items():
-        location = member_shape.serialization.get("location")
-        if location == "uri":
+    for member_name, header_name, member_shape in bindings.members:
+        if header_name is None:
             params[member_name] = name
-        elif location == "header":
-            raw = lowered.get(member_shape.serialization["name"].lower())
-            if raw is not None:
-                params[member_name] = _header_value(member_name, member_shape, raw)
+            continue
+        raw = lowered.get(header_name)
+        if raw is not None:
+            params[member_name] = _header_value(member_name, member_shape, raw)
 
-    payload = input_shape.serialization.get("payload")
-    ignored = (payload,) if payload else ()
-    validate(
-        input_shape,
-        params,
-        error=ValidationError,
-        type_error=ValidationError,
-        ignore_members=ignored,
-    )
+    # The precompiled check accepts what validate accepts without walking the
+    # botocore shape on every invocation. Only validate words an error.
+    if not bindings.check.passes(params):
+        validate(
+            bindings.input_shape,
+            params,
+            error=ValidationError,
+            type_error=ValidationError,
+            ignore_members=bindings.ignored,
+        )
     # The model's pattern, \p{ASCII}*, admits control characters; SageMaker's
     # documentation requires visible ASCII, and a model must be able to trust it.
     custom_attributes = params.get("CustomAttributes")
@@ -67,6 +69,37 @@ def validate_invoke_headers(
             "and tabs."
         )
     return params
+
+
+@dataclass(frozen=True)
+class _InputBindings:
+    """The input members of a runtime operation and where each travels, read once from the model."""
+
+    input_shape: Any
+    # (member name, lower-case header name or None for the URI label, shape),
+    # in the model's member order.
+    members: tuple[tuple[str, str | None, Any], ...]
+    # The payload member, which travels in the body.
+    ignored: tuple[str, ...]
+    check: FlatStructureCheck
+
+
+@functools.cache
+def _input_bindings(operation_name: str) -> _InputBindings:
+    input_shape = runtime_model().operation_model(operation_name).input_shape
+    members: list[tuple[str, str | None, Any]] = []
+    for member_name, member_shape in input_shape.members.items():
+        location = member_shape.serialization.get("location")
+        if location == "uri":
+            members.append((member_name, None, member_shape))
+        elif location == "header":
+            header_name = member_shape.serialization["name"].lower()
+            members.append((member_name, header_name, member_shape))
+    payload = input_shape.serialization.get("payload")
+    ignored = (payload,) if payload else ()
+    return _InputBindings(
+        input_shape, tuple(members), ignored, FlatStructureCheck(input_shape, ignored)
+    )
 
 
 def render_invoke_headers(operation_name: str, result: Mapping[str, Any]) -> Headers:

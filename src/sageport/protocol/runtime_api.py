@@ -24,6 +24,7 @@ from sageport.protocol.asgi import (
     Receive,
     Scope,
     Send,
+    caller_gone_watch,
     new_request_id,
     read_body,
     send_response,
@@ -62,6 +63,7 @@ _STREAM_FORWARDED = {
 }
 
 _STREAM_ACTION = b"invocations-response-stream"
+_TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 
 
 class RuntimeAPI:
@@ -132,13 +134,17 @@ class RuntimeAPI:
         forwarded: dict[str, str] = {}
         # Validation reads the headers by the names the client sent.
         members: dict[str, str] = {}
+        spellings = _STREAM_FORWARDED if streaming else _FORWARDED
+        target_variant: str | None = None
         for key, value in scope["headers"]:
-            spelling = (_STREAM_FORWARDED if streaming else _FORWARDED).get(key)
+            spelling = spellings.get(key)
             if spelling is not None:
                 text = value.decode("latin-1")
                 forwarded[spelling] = text
                 members[key.decode("latin-1")] = text
-        target_variant = _header_text(scope, b"x-amzn-sagemaker-target-variant")
+            elif key == _TARGET_VARIANT and target_variant is None:
+                # The first TargetVariant header counts, as for any single-valued header.
+                target_variant = value.decode("latin-1")
         if target_variant is not None:
             members["X-Amzn-SageMaker-Target-Variant"] = target_variant
         operation = "InvokeEndpointWithResponseStream" if streaming else "InvokeEndpoint"
@@ -154,7 +160,8 @@ class RuntimeAPI:
             stream = await open_stream(route, body, forwarded, target_variant)
             return 200, stream_headers(stream), stream
 
-        result = await invoke(route, body, forwarded, target_variant, receive)
+        caller_gone = caller_gone_watch(scope, receive)
+        result = await invoke(route, body, forwarded, target_variant, caller_gone)
         headers: Headers = [
             (b"content-type", result.content_type.encode("latin-1")),
             (b"x-amzn-invoked-production-variant", result.variant.encode()),
@@ -173,10 +180,3 @@ def _split_path(raw_path: bytes) -> tuple[str, bytes]:
     if not name:
         raise ValidationError("The endpoint name in the path is empty.")
     return name, action
-
-
-def _header_text(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None

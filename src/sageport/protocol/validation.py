@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,6 +108,85 @@ def validate(
 
     if walk.violations:
         raise error(format_violations(walk.violations))
+
+
+class FlatStructureCheck:
+    """A precompiled pass test for a structure of scalar members, for requests on the hot path.
+
+    ``passes`` returns True only when ``validate`` would find nothing wrong
+    with the value. It checks string members against the same length,
+    pattern and enum rules, overrides included, without walking the botocore
+    shape. A value it cannot vouch for (a member of another type, a value
+    that is not a string, a rule that fails) makes it return False, and the
+    caller then runs ``validate``, which words the error.
+    """
+
+    def __init__(self, shape: Any, ignore_members: Collection[str] = ()) -> None:
+        ignored = frozenset(ignore_members)
+        self._required = tuple(name for name in shape.required_members if name not in ignored)
+        self._ignored = ignored
+        self._string_rules: dict[str, _StringRule] = {}
+        self._other_members: set[str] = set()
+        for name, member_shape in shape.members.items():
+            if name in ignored:
+                continue
+            if member_shape.type_name == "string":
+                override = CONSTRAINT_OVERRIDES.get((shape.name, name), {})
+                self._string_rules[name] = _StringRule.of(member_shape, override)
+            else:
+                self._other_members.add(name)
+        # Unions and documents have rules of their own, so validate checks them.
+        self._checkable = not shape.metadata.get("union") and not _is_document(shape)
+
+    def passes(self, value: Mapping[str, object]) -> bool:
+        """Return True if ``validate`` would accept ``value``, and False when only it can tell."""
+        if not self._checkable:
+            return False
+        for name in self._required:
+            if value.get(name) is None:
+                return False
+        for name, item in value.items():
+            if item is None or name in self._ignored:
+                continue
+            rule = self._string_rules.get(name)
+            if rule is None:
+                if name in self._other_members:
+                    return False
+                continue
+            if not isinstance(item, str) or not rule.allows(item):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class _StringRule:
+    """The length, pattern and enum rules of one string member, as ``validate`` applies them."""
+
+    minimum: int | None
+    maximum: int | None
+    pattern: re.Pattern[str] | None
+    enum: frozenset[str]
+
+    @classmethod
+    def of(cls, shape: Any, override: Mapping[str, Any]) -> _StringRule:
+        constraints = {**shape.metadata, **override}
+        pattern = constraints.get("pattern")
+        return cls(
+            minimum=constraints.get("min"),
+            maximum=constraints.get("max"),
+            pattern=compile_pattern(pattern) if pattern is not None else None,
+            enum=frozenset(shape.enum or ()),
+        )
+
+    def allows(self, value: str) -> bool:
+        length = len(value)
+        if self.minimum is not None and length < self.minimum:
+            return False
+        if self.maximum is not None and length > self.maximum:
+            return False
+        if self.pattern is not None and self.pattern.fullmatch(value) is None:
+            return False
+        return not self.enum or value in self.enum
 
 
 def format_violations(violations: list[str]) -> str:
