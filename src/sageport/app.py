@@ -1,9 +1,9 @@
 """Assemble the server: one ASGI application serving every API on one port.
 
 Dispatch is by path and header, as the clients send it: ``/endpoints/...`` is
-the runtime (REST-JSON), ``POST /`` with ``X-Amz-Target`` is the control plane
-(AWS JSON 1.1), ``GET /ping`` is the server's own health check, and everything
-else belongs to the console.
+the runtime (REST-JSON), a request with ``X-Amz-Target`` is the control plane
+(AWS JSON 1.1, which answers only ``POST /``), ``GET /ping`` is the server's
+own health check, and everything else belongs to the console.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Application:
         path = scope["raw_path"]
         if path.startswith(PREFIX):
             await self._runtime_api(scope, receive, send)
-        elif path == b"/" and scope["method"] == "POST" and header(scope, b"x-amz-target"):
+        elif header(scope, b"x-amz-target") is not None:
             await self._control_api(scope, receive, send)
         elif path == b"/ping":
             await send_response(send, 200, [(b"content-type", b"text/plain")], b"")

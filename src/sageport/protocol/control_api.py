@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 
 from sageport.control.plane import ControlPlane
-from sageport.errors import ControlPlaneInternalError, SageportError, SerializationException
+from sageport.errors import (
+    ControlPlaneInternalError,
+    SageportError,
+    SerializationException,
+    UnknownOperationException,
+)
 from sageport.protocol.asgi import (
     Authenticate,
     BodyTooLarge,
@@ -49,9 +54,10 @@ class ControlPlaneAPI:
             body = await read_body(scope, receive, MAX_CONTROL_BODY)
             if self._authenticate is not None:
                 self._authenticate(scope, body)
+            _check_route(scope)
             target = header(scope, b"x-amz-target")
             operation, params = parse_control_request(
-                target.decode("latin-1") if target is not None else None, body
+                target.decode("utf-8", errors="replace") if target is not None else None, body
             )
             operation_name = operation.name
             region = region_of(scope, self._default_region)
@@ -75,3 +81,18 @@ class ControlPlaneAPI:
             )
             status, headers, payload = render_control_plane_error(internal, request_id)
         await send_response(send, status, headers, payload)
+
+
+def _check_route(scope: Scope) -> None:
+    """Reject a request with ``X-Amz-Target`` that is not ``POST /``.
+
+    The application sends every such request here rather than to the console,
+    so a client with a wrong method or endpoint URL gets an error it can parse.
+    """
+    path = scope["raw_path"].decode("utf-8", errors="replace")
+    if scope["method"] != "POST" or path != "/":
+        raise UnknownOperationException(
+            f"The control plane accepts only POST / with X-Amz-Target; got {scope['method']} "
+            f"{path[:200]}. Set the endpoint URL to the server's root, "
+            "for example http://127.0.0.1:8765."
+        )

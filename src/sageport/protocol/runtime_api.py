@@ -135,7 +135,7 @@ class RuntimeAPI:
         for key, value in scope["headers"]:
             spelling = (_STREAM_FORWARDED if streaming else _FORWARDED).get(key)
             if spelling is not None:
-                text = value.decode("latin-1")
+                text = _ascii_header(key, value)
                 forwarded[spelling] = text
                 members[key.decode("latin-1")] = text
         target_variant = _header_text(scope, b"x-amzn-sagemaker-target-variant")
@@ -178,5 +178,18 @@ def _split_path(raw_path: bytes) -> tuple[str, bytes]:
 def _header_text(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
-            return str(value.decode("latin-1"))
+            return _ascii_header(key, value)
     return None
+
+
+def _ascii_header(name: bytes, value: bytes) -> str:
+    # Every header the runtime model binds is ASCII by its pattern. Checking
+    # here lets the message show what the client sent, decoded as the UTF-8
+    # that botocore sends, in place of the Latin-1 the ASGI server hands over.
+    if not value.isascii():
+        decoded = bytes(value).decode("utf-8", errors="replace")
+        raise ValidationError(
+            f"The {name.decode('ascii', errors='replace')} header has the value {decoded!r}, "
+            "which is not ASCII; SageMaker accepts only ASCII in invocation headers."
+        )
+    return bytes(value).decode("ascii")
