@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 import urllib.request
@@ -12,6 +13,7 @@ import pytest
 from tests.harness import Server
 
 TIMEOUT = 1.0
+BODY_DEADLINE = 2.5
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +25,8 @@ def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
             str(TIMEOUT),
             "--request-body-timeout",
             str(TIMEOUT),
+            "--request-body-deadline",
+            str(BODY_DEADLINE),
         ],
     )
     server.start()
@@ -109,6 +113,32 @@ def test_stalled_body_is_dropped(limited_server: Server) -> None:
     assert elapsed > TIMEOUT * 0.8
     assert still_serving(limited_server)
     assert "no request body bytes for 1 s" in limited_server.output()
+
+
+def test_trickled_body_is_cut_off(limited_server: Server) -> None:
+    sent = 0
+    with connect(limited_server) as sock:
+        sock.sendall(
+            b"POST /endpoints/x/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Length: 1000\r\n\r\n"
+        )
+        # One byte every 0.4 s never lets the 1 s idle timeout fire; only the
+        # whole-body deadline can end this. 100 bytes take 40 s at most.
+        for _ in range(100):
+            readable, _, _ = select.select([sock], [], [], TIMEOUT * 0.4)
+            if readable:
+                break
+            try:
+                sock.sendall(b"a")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+        answer = read_all(sock)
+
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b'"Message": "The request body did not arrive within 2.5 s."' in answer
+    assert sent < 100
+    assert still_serving(limited_server)
 
 
 def test_truncated_body_is_dropped_quietly(limited_server: Server) -> None:

@@ -13,6 +13,9 @@ connection, and the handler waiting for that body, forever. uvicorn's
   until the end of the headers, after which the server sends 408 and closes;
 - an idle deadline while the body arrives: a connection that sends no body
   bytes for that long is closed, and the handler sees a disconnect;
+- a deadline for the whole body, counted from the end of the headers, so a
+  client that sends one byte just before each idle deadline is still cut
+  off. The server sends 408 unless a response has started, and then closes;
 - a maximum size of the request line plus headers and a maximum header count,
   both rejected with 431 and a closed connection.
 """
@@ -39,6 +42,10 @@ class RequestLimits:
     header_timeout: float = 30.0
     # Seconds the body may go without a new byte arriving.
     body_idle_timeout: float = 30.0
+    # Seconds from the last header line until the whole body has arrived. A
+    # 6 MiB invocation, the largest SageMaker accepts, takes about 50 s at
+    # 1 Mbit/s, a slow uplink.
+    body_timeout: float = 60.0
     # Bytes of request line plus headers. boto3's largest requests carry well
     # under 4 KiB of headers.
     max_header_bytes: int = 32 * 1024
@@ -61,11 +68,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._rejection: tuple[bytes, str] | None = None
         self._guard_timer: asyncio.TimerHandle | None = None
+        self._body_deadline: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         self._arm(self.limits.header_timeout, self._on_header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._cancel_body_deadline()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -122,6 +131,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         super().on_headers_complete()
         self._arm(self.limits.body_idle_timeout, self._on_body_timeout)
+        self._cancel_body_deadline()
+        self._body_deadline = self.loop.call_later(self.limits.body_timeout, self._on_body_deadline)
 
     def on_body(self, body: bytes) -> None:
         self._arm(self.limits.body_idle_timeout, self._on_body_timeout)
@@ -129,6 +140,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._cancel_body_deadline()
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
@@ -157,6 +169,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.limits.body_idle_timeout,
         )
         self.transport.close()
+
+    def _on_body_deadline(self) -> None:
+        self._body_deadline = None
+        if self.transport.is_closing():
+            return
+        message = f"The request body did not arrive within {self.limits.body_timeout:g} s."
+        # After an early error response (a rejected signature, say), the rest
+        # of the body is only being drained, and a second response would
+        # corrupt the stream.
+        if self.cycle is not None and self.cycle.response_started:
+            logger.info("Closing the connection from %s: %s", _peer(self.client), message)
+            self._disarm()
+            self.transport.close()
+            return
+        self._reject(b"408 Request Timeout", message)
+
+    def _cancel_body_deadline(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
 
     def _reject(self, status: bytes, message: str) -> None:
         self._disarm()
