@@ -251,6 +251,7 @@ def serve(
         health_check_interval=health_check_interval,
         image_rules=_image_rules(image_table),
         auth_mode=resolved_auth_mode,
+        auth_follows_keys=auth_mode is None,
         environment_keys=environment_keys,
         request_limits=RequestLimits(
             header_timeout=request_header_timeout,
@@ -370,10 +371,24 @@ def create_key(data_dir: Path, user_name: str, session_token: bool) -> None:
     """
     path = keys.credentials_path(data_dir.expanduser())
     try:
+        first = not keys.load_keys(path)
         key = keys.create_key(path, user_name, with_session_token=session_token)
     except keys.KeyFileError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(json.dumps({"AccessKey": key.to_json()}, indent=4))
+    click.echo(_running_server_note(path, first), err=True)
+
+
+def _running_server_note(path: Path, first: bool) -> str:
+    if not first:
+        return f"A running 'sageport serve' that uses {path} accepts this key within a second."
+    return (
+        f"This is the first access key in {path}. A running 'sageport serve' on this data "
+        "directory that was started without --auth switches to sigv4 within a second, and "
+        "rejects unsigned requests from then on; deleting the key later does not switch it "
+        "back. A server started with --auth none keeps accepting every request until it "
+        "is restarted without that option."
+    )
 
 
 @keys_group.command("list")

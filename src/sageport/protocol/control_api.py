@@ -12,7 +12,7 @@ from sageport.errors import (
     UnknownOperationException,
 )
 from sageport.protocol.asgi import (
-    Authenticate,
+    Authenticator,
     BodyTooLarge,
     ClientDisconnected,
     Receive,
@@ -22,6 +22,7 @@ from sageport.protocol.asgi import (
     new_request_id,
     read_body,
     region_of,
+    rejected_before_body,
     send_response,
 )
 from sageport.protocol.awsjson import parse_control_request, render_control_response
@@ -41,19 +42,23 @@ class ControlPlaneAPI:
         self,
         control: ControlPlane,
         default_region: str,
-        authenticate: Authenticate | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         self._control = control
         self._default_region = default_region
-        self._authenticate = authenticate
+        self._auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
         operation_name = "unknown"
+        if await rejected_before_body(
+            scope, send, self._auth, render_control_plane_error, request_id
+        ):
+            return
         try:
             body = await read_body(scope, receive, MAX_CONTROL_BODY)
-            if self._authenticate is not None:
-                self._authenticate(scope, body)
+            if self._auth is not None:
+                self._auth.check_request(scope, body)
             _check_route(scope)
             target = header(scope, b"x-amz-target")
             operation, params = parse_control_request(

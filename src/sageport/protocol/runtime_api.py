@@ -17,7 +17,7 @@ from sageport.dataplane.stream import ResponseStream, open_stream
 from sageport.dataplane.upstream import CallerGone
 from sageport.errors import InternalFailure, PayloadTooLarge, SageportError, ValidationError
 from sageport.protocol.asgi import (
-    Authenticate,
+    Authenticator,
     BodyTooLarge,
     ClientDisconnected,
     Headers,
@@ -26,6 +26,7 @@ from sageport.protocol.asgi import (
     Send,
     new_request_id,
     read_body,
+    rejected_before_body,
     send_response,
 )
 from sageport.protocol.errors import render_runtime_error
@@ -72,16 +73,18 @@ class RuntimeAPI:
         self,
         routing: RoutingTable,
         account_id: str,
-        authenticate: Authenticate | None = None,
+        auth: Authenticator | None = None,
         async_invocations: AsyncInvocations | None = None,
     ) -> None:
         self._routing = routing
         self._account_id = account_id
-        self._authenticate = authenticate
+        self._auth = auth
         self._async_invocations = async_invocations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
+        if await rejected_before_body(scope, send, self._auth, render_runtime_error, request_id):
+            return
         try:
             status, headers, body = await self._invoke(scope, receive)
             headers.append((b"x-amzn-requestid", request_id.encode()))
@@ -113,8 +116,8 @@ class RuntimeAPI:
                 f"The request body has {exc.size} bytes, more than the {MAX_INVOKE_BODY} bytes "
                 "(6 MiB) a real-time invocation accepts. Send a smaller payload."
             ) from None
-        if self._authenticate is not None:
-            self._authenticate(scope, body)
+        if self._auth is not None:
+            self._auth.check_request(scope, body)
 
         name, action = _split_path(scope["raw_path"])
         if scope["method"] != "POST":
