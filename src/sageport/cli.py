@@ -154,6 +154,17 @@ def main() -> None:
     help="Seconds a request body may go without new bytes before the connection is closed.",
 )
 @click.option(
+    "--request-body-deadline",
+    default=60.0,
+    type=click.FloatRange(0.1),
+    envvar="SAGEPORT_REQUEST_BODY_DEADLINE",
+    help=(
+        "Seconds from the end of a request's headers until its whole body must have arrived; "
+        "a later body gets 408 and a closed connection. The default fits a 6 MiB body at "
+        "about 1 Mbit/s."
+    ),
+)
+@click.option(
     "--max-connections",
     default=1000,
     type=click.IntRange(1),
@@ -210,6 +221,7 @@ def serve(
     auth_mode: AuthMode | None,
     request_header_timeout: float,
     request_body_timeout: float,
+    request_body_deadline: float,
     max_connections: int,
     multi_model_load_wait: float,
     multi_model_max_models: int,
@@ -239,9 +251,12 @@ def serve(
         health_check_interval=health_check_interval,
         image_rules=_image_rules(image_table),
         auth_mode=resolved_auth_mode,
+        auth_follows_keys=auth_mode is None,
         environment_keys=environment_keys,
         request_limits=RequestLimits(
-            header_timeout=request_header_timeout, body_idle_timeout=request_body_timeout
+            header_timeout=request_header_timeout,
+            body_idle_timeout=request_body_timeout,
+            body_timeout=request_body_deadline,
         ),
         max_connections=max_connections,
         multi_model_load_wait=multi_model_load_wait,
@@ -356,10 +371,24 @@ def create_key(data_dir: Path, user_name: str, session_token: bool) -> None:
     """
     path = keys.credentials_path(data_dir.expanduser())
     try:
+        first = not keys.load_keys(path)
         key = keys.create_key(path, user_name, with_session_token=session_token)
     except keys.KeyFileError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(json.dumps({"AccessKey": key.to_json()}, indent=4))
+    click.echo(_running_server_note(path, first), err=True)
+
+
+def _running_server_note(path: Path, first: bool) -> str:
+    if not first:
+        return f"A running 'sageport serve' that uses {path} accepts this key within a second."
+    return (
+        f"This is the first access key in {path}. A running 'sageport serve' on this data "
+        "directory that was started without --auth switches to sigv4 within a second, and "
+        "rejects unsigned requests from then on; deleting the key later does not switch it "
+        "back. A server started with --auth none keeps accepting every request until it "
+        "is restarted without that option."
+    )
 
 
 @keys_group.command("list")

@@ -51,6 +51,9 @@ class Settings:
     # "sigv4" verifies every API request's signature; "none" accepts anything
     # and is only allowed on a loopback address (see sageport.auth.mode).
     auth_mode: AuthMode = "none"
+    # Whether a server that starts in "none" switches to "sigv4" once an access
+    # key exists: true unless --auth was given.
+    auth_follows_keys: bool = False
     # Access keys from SAGEPORT_ACCESS_KEYS, accepted besides the data
     # directory's credentials file.
     environment_keys: tuple[AccessKey, ...] = ()

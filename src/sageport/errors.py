@@ -178,3 +178,14 @@ class UnrecognizedClient(AuthenticationError):
 
     code = "UnrecognizedClientException"
     status = 400
+
+
+class AccessDenied(SageportError):
+    """A request that the server does not serve, whatever its signature.
+
+    Used for a Host that is not a loopback name while authentication is off,
+    and for an API request sent by a page of another origin.
+    """
+
+    code = "AccessDeniedException"
+    status = 403

@@ -52,19 +52,23 @@ def _serve(settings: Settings, log_level: str) -> None:
     )
     logger.info("Data directory: %s", settings.data_dir)
     logger.info("Authentication: %s", _describe_auth(settings, app))
-    if app.console_sign_in is None:
-        _Server(server_config).run()
-        return
-    app.console_sign_in.publish_token(settings.data_dir, sys.stderr)
+    if settings.auth_mode == "sigv4":
+        app.console_sign_in.publish_token(settings.data_dir, sys.stderr)
     try:
         _Server(server_config).run()
     finally:
+        # The server may have switched to sigv4, and published a token, after start.
         app.console_sign_in.withdraw_token()
 
 
 def _describe_auth(settings: Settings, app: Application) -> str:
+    if settings.auth_mode == "none" and settings.auth_follows_keys:
+        return (
+            "none (requests addressed to a loopback name are accepted; the server switches to "
+            "sigv4 within a second of the first 'sageport keys create')"
+        )
     if settings.auth_mode == "none":
-        return "none (every request is accepted; listening on loopback only)"
+        return "none (requests addressed to a loopback name are accepted; fixed by --auth none)"
     return (
         f"sigv4 ({app.keys.count()} access keys; keys created with 'sageport keys create' "
         "take effect within a second)"

@@ -255,7 +255,7 @@ def test_abandoned_queued_requests_never_reach_model(server: Server, tmp_path: P
 
     # Five callers send a request while the only worker is busy, then hang up.
     request = (
-        b"POST /endpoints/abandoned/invocations HTTP/1.1\r\nHost: x\r\n"
+        b"POST /endpoints/abandoned/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Type: text/plain\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
     ) + body
     for _ in range(5):

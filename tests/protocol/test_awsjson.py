@@ -104,10 +104,10 @@ def test_malformed_body(body: bytes, expected: str) -> None:
     assert caught.value.message == expected
 
 
-@pytest.mark.parametrize("body", [b'{"NameContains": "\xff"}', b"[" * 100_000 + b"]" * 100_000])
-def test_undecodable_body(body: bytes) -> None:
+def test_undecodable_body() -> None:
+    # Deep nesting has a message of its own (tests/security/test_control_input.py).
     with pytest.raises(SerializationException) as caught:
-        parse_control_request("SageMaker.ListEndpoints", body)
+        parse_control_request("SageMaker.ListEndpoints", b'{"NameContains": "\xff"}')
 
     assert caught.value.message.startswith("The request body is not valid JSON: ")
 

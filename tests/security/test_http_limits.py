@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 import urllib.request
@@ -12,6 +13,7 @@ import pytest
 from tests.harness import Server
 
 TIMEOUT = 1.0
+BODY_DEADLINE = 2.5
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +25,8 @@ def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
             str(TIMEOUT),
             "--request-body-timeout",
             str(TIMEOUT),
+            "--request-body-deadline",
+            str(BODY_DEADLINE),
         ],
     )
     server.start()
@@ -79,7 +83,7 @@ def test_idle_connection_is_closed(limited_server: Server) -> None:
 
 def test_dribbled_headers_are_cut_off(limited_server: Server) -> None:
     with connect(limited_server) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         closed = False
         for index in range(20):
             time.sleep(TIMEOUT / 4)
@@ -98,7 +102,7 @@ def test_dribbled_headers_are_cut_off(limited_server: Server) -> None:
 def test_stalled_body_is_dropped(limited_server: Server) -> None:
     with connect(limited_server) as sock:
         sock.sendall(
-            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.ListModels\r\n"
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: SageMaker.ListModels\r\n"
             b'Content-Type: application/x-amz-json-1.1\r\nContent-Length: 100\r\n\r\n{"a"'
         )
         started = time.monotonic()
@@ -111,10 +115,37 @@ def test_stalled_body_is_dropped(limited_server: Server) -> None:
     assert "no request body bytes for 1 s" in limited_server.output()
 
 
+def test_trickled_body_is_cut_off(limited_server: Server) -> None:
+    sent = 0
+    with connect(limited_server) as sock:
+        sock.sendall(
+            b"POST /endpoints/x/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Length: 1000\r\n\r\n"
+        )
+        # One byte every 0.4 s never lets the 1 s idle timeout fire; only the
+        # whole-body deadline can end this. 100 bytes take 40 s at most.
+        for _ in range(100):
+            readable, _, _ = select.select([sock], [], [], TIMEOUT * 0.4)
+            if readable:
+                break
+            try:
+                sock.sendall(b"a")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+        answer = read_all(sock)
+
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b'"Message": "The request body did not arrive within 2.5 s."' in answer
+    assert sent < 100
+    assert still_serving(limited_server)
+
+
 def test_truncated_body_is_dropped_quietly(limited_server: Server) -> None:
     with connect(limited_server) as sock:
         sock.sendall(
-            b"POST /endpoints/x/invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+            b"POST /endpoints/x/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Length: 1000\r\n\r\n"
             b"only part"
         )
         sock.shutdown(socket.SHUT_WR)
@@ -126,7 +157,9 @@ def test_truncated_body_is_dropped_quietly(limited_server: Server) -> None:
 
 def test_oversized_headers_get_431(limited_server: Server) -> None:
     with connect(limited_server) as sock:
-        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
+        sock.sendall(
+            b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n"
+        )
         answer = read_all(sock)
 
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
@@ -156,7 +189,7 @@ def test_endless_header_is_cut_off(limited_server: Server) -> None:
 def test_too_many_headers_get_431(limited_server: Server) -> None:
     headers = b"".join(f"X-H{index}: v\r\n".encode() for index in range(150))
     with connect(limited_server) as sock:
-        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
         answer = read_all(sock)
 
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
@@ -164,7 +197,7 @@ def test_too_many_headers_get_431(limited_server: Server) -> None:
 
 
 def test_keep_alive_requests_still_work(limited_server: Server) -> None:
-    request = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     with connect(limited_server) as sock:
         sock.sendall(request)
         first = read_response(sock)

@@ -100,16 +100,7 @@ class SigV4Verifier:
     def __call__(self, scope: Scope, body: bytes) -> AccessKey:
         """Verify the request; return the key that signed it or raise an AuthenticationError."""
         headers = _header_values(scope)
-        authorization = _parse_authorization(_first(headers, b"authorization"))
-        amz_date = _amz_date(_first(headers, b"x-amz-date"))
-        self._check_scope(authorization, amz_date)
-
-        signed = authorization.signed_headers.split(";")
-        if "host" not in signed:
-            raise InvalidSignature("The Host header must be one of the signed headers.")
-        token = _first(headers, b"x-amz-security-token")
-        if token is not None and "x-amz-security-token" not in signed:
-            raise InvalidSignature("The X-Amz-Security-Token header must be signed.")
+        authorization, amz_date, signed, token = self._check_headers(headers)
 
         key = self._keys.lookup(authorization.access_key_id)
         known = key is not None and key.active
@@ -131,6 +122,31 @@ class SigV4Verifier:
 
         _check_session_token(checked_key, token)
         return checked_key
+
+    def check_headers(self, scope: Scope) -> None:
+        """Run the checks that need neither the body nor the key; raise an AuthenticationError.
+
+        They are the first checks ``__call__`` makes, so a request they reject
+        gets the same error before its body as after it. The key lookup is not
+        among them: rejecting an unknown key id before the body while waiting
+        for the body of a known one would tell a caller which key ids exist.
+        """
+        self._check_headers(_header_values(scope))
+
+    def _check_headers(
+        self, headers: dict[bytes, list[bytes]]
+    ) -> tuple[_Authorization, str, list[str], bytes | None]:
+        authorization = _parse_authorization(_first(headers, b"authorization"))
+        amz_date = _amz_date(_first(headers, b"x-amz-date"))
+        self._check_scope(authorization, amz_date)
+
+        signed = authorization.signed_headers.split(";")
+        if "host" not in signed:
+            raise InvalidSignature("The Host header must be one of the signed headers.")
+        token = _first(headers, b"x-amz-security-token")
+        if token is not None and "x-amz-security-token" not in signed:
+            raise InvalidSignature("The X-Amz-Security-Token header must be signed.")
+        return authorization, amz_date, signed, token
 
     def _check_scope(self, authorization: _Authorization, amz_date: str) -> None:
         if authorization.terminator != TERMINATOR:

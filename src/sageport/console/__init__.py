@@ -8,6 +8,7 @@ authentication on, ``signin`` and ``sessions`` decide who may use the rest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote
 
 from sageport.config import Settings
@@ -28,11 +29,15 @@ class Console:
         control: ControlPlane,
         routing: RoutingTable,
         settings: Settings,
-        sign_in: ConsoleSignIn | None = None,
+        sign_in: Callable[[], ConsoleSignIn | None] = lambda: None,
     ) -> None:
         self._api = ConsoleAPI(control, routing, settings, sign_in)
-        # None while authentication is off (--auth none): every page is open.
-        self._sign_in = sign_in
+        # Returns None while authentication is off: every page is then open.
+        self._current_sign_in = sign_in
+
+    @property
+    def _sign_in(self) -> ConsoleSignIn | None:
+        return self._current_sign_in()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
+from sageport.auth.origin import is_cross_origin
 from sageport.config import Settings
 from sageport.console.bodies import read_json_object
 from sageport.console.invocations import Invoker
@@ -65,13 +67,17 @@ class ConsoleAPI:
         control: ControlPlane,
         routing: RoutingTable,
         settings: Settings,
-        sign_in: ConsoleSignIn | None = None,
+        sign_in: Callable[[], ConsoleSignIn | None] = lambda: None,
     ) -> None:
         self._control = control
         self._settings = settings
         self.invoker = Invoker(routing, settings)
-        # None while authentication is off (--auth none): every request is served.
-        self._sign_in = sign_in
+        # Returns None while authentication is off: every request is then served.
+        self._current_sign_in = sign_in
+
+    @property
+    def _sign_in(self) -> ConsoleSignIn | None:
+        return self._current_sign_in()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Split the raw path, so an encoded "/" in a name stays inside its segment.
@@ -268,9 +274,7 @@ def _check_same_origin(scope: Scope) -> None:
     if content_type != b"application/json":
         raise BadRequest("Send console API requests with Content-Type: application/json.")
 
-    origin = header(scope, b"origin")
-    host = header(scope, b"host")
-    if origin is not None and urlsplit(origin.decode("latin-1")).netloc.encode() != host:
+    if is_cross_origin(scope):
         raise CrossOrigin(
             "Cross-origin requests to the console API are rejected: open the console "
             "at the server's own address."

@@ -10,21 +10,32 @@ import asyncio
 import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
+
+from sageport.errors import SageportError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
-# Checks a request and its whole body; raises a SageportError to reject it.
-Authenticate = Callable[[Scope, bytes], object]
 # Returns an awaitable that completes when the client disconnects.
 DisconnectWatch = Callable[[], Awaitable[object]]
 
 # The scope extension in which Sageport's HTTP protocol (http_limits.py) puts,
 # under "future", a future that completes when the client's connection is lost.
 DISCONNECTED_EXTENSION = "sageport.disconnected"
+
+
+class Authenticator(Protocol):
+    """Checks a request in two steps; each raises a SageportError to reject it."""
+
+    def check_headers(self, scope: Scope) -> None:
+        """Check what can be checked before the body is read."""
+
+    def check_request(self, scope: Scope, body: bytes) -> None:
+        """Check the request with its whole body."""
+
 
 # Bodies past the limit are read and dropped up to this many bytes, so that a
 # client still sending gets the error response instead of a broken pipe, which
@@ -116,6 +127,51 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     if size > limit:
         raise BodyTooLarge(size)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def has_body(scope: Scope) -> bool:
+    """Tell whether the request declares a body, by Content-Length or Transfer-Encoding."""
+    if header(scope, b"transfer-encoding") is not None:
+        return True
+    length = header(scope, b"content-length")
+    return length is not None and length.strip() not in (b"", b"0")
+
+
+async def send_early_response(
+    scope: Scope, send: Send, status: int, headers: Headers, body: bytes
+) -> None:
+    """Send a response without reading the request body, then close if a body follows.
+
+    uvicorn would otherwise read and drop the body to keep the connection
+    alive, so a client that trickles it would hold the connection until the
+    body deadline.
+    """
+    if has_body(scope):
+        headers = [*headers, (b"connection", b"close")]
+    await send_response(send, status, headers, body)
+
+
+async def rejected_before_body(
+    scope: Scope,
+    send: Send,
+    auth: Authenticator | None,
+    render: Callable[[SageportError, str], tuple[int, Headers, bytes]],
+    request_id: str,
+) -> bool:
+    """Run the checks that need no body; on a rejection, send its error and return True.
+
+    An unsigned request is rejected before its body arrives, so a client
+    cannot hold the connection by sending the body slowly.
+    """
+    if auth is None:
+        return False
+    try:
+        auth.check_headers(scope)
+    except SageportError as exc:
+        status, headers, body = render(exc, request_id)
+        await send_early_response(scope, send, status, headers, body)
+        return True
+    return False
 
 
 async def send_response(send: Send, status: int, headers: Headers, body: bytes) -> None:

@@ -16,6 +16,16 @@ from sageport.protocol.models import control_plane_model, control_plane_operatio
 from sageport.protocol.serialize import serialize
 from sageport.protocol.validation import MAX_DEPTH, parse_timestamps, validate
 
+# SageMaker's widest integer members are 64-bit (19 digits). Python refuses to
+# convert more than 4300 digits and says so in terms only a Python programmer
+# can act on, so longer literals get a message of their own first.
+MAX_INTEGER_DIGITS = 100
+
+_TOO_DEEP = (
+    f"The request body nests JSON objects and arrays more than {MAX_DEPTH} levels deep; "
+    "SageMaker inputs need far fewer."
+)
+
 
 def parse_control_request(target_header: str | None, body: bytes) -> tuple[Any, dict[str, Any]]:
     """Resolve the operation named by ``X-Amz-Target`` and decode and validate its input.
@@ -58,8 +68,12 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
         return {}
 
     try:
-        decoded = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        decoded = json.loads(body, parse_constant=_reject_constant, parse_int=_parse_integer)
+    except RecursionError:
+        # The decoder recurses once per level and gives up near the interpreter's
+        # recursion limit, about 1000 levels, far past MAX_DEPTH.
+        raise SerializationException(_TOO_DEEP) from None
+    except ValueError as exc:
         # JSONDecodeError and UnicodeDecodeError are both ValueErrors.
         raise SerializationException(f"The request body is not valid JSON: {exc}") from None
 
@@ -77,10 +91,7 @@ def _check_depth(document: dict[str, Any]) -> None:
     while pending:
         value, depth = pending.pop()
         if depth > MAX_DEPTH:
-            raise SerializationException(
-                f"The request body nests JSON objects and arrays more than {MAX_DEPTH} levels "
-                "deep; SageMaker inputs need far fewer."
-            )
+            raise SerializationException(_TOO_DEEP)
         if isinstance(value, dict):
             pending.extend((item, depth + 1) for item in value.values())
         elif isinstance(value, list):
@@ -99,6 +110,16 @@ def render_control_response(operation: Any, result: dict[str, Any], request_id: 
         (b"content-length", str(len(body)).encode("ascii")),
     ]
     return 200, headers, body
+
+
+def _parse_integer(literal: str) -> int:
+    digits = len(literal.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        raise SerializationException(
+            f"The request body contains an integer of {digits} digits; the control plane "
+            f"accepts at most {MAX_INTEGER_DIGITS}, and SageMaker's integer members fit in 19."
+        )
+    return int(literal)
 
 
 def _reject_constant(name: str) -> Any:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 
 from sageport.control.plane import ControlPlane
-from sageport.errors import ControlPlaneInternalError, SageportError, SerializationException
+from sageport.errors import (
+    ControlPlaneInternalError,
+    SageportError,
+    SerializationException,
+    UnknownOperationException,
+)
 from sageport.protocol.asgi import (
-    Authenticate,
+    Authenticator,
     BodyTooLarge,
     ClientDisconnected,
     Receive,
@@ -17,6 +22,7 @@ from sageport.protocol.asgi import (
     new_request_id,
     read_body,
     region_of,
+    rejected_before_body,
     send_response,
 )
 from sageport.protocol.awsjson import parse_control_request, render_control_response
@@ -36,22 +42,27 @@ class ControlPlaneAPI:
         self,
         control: ControlPlane,
         default_region: str,
-        authenticate: Authenticate | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         self._control = control
         self._default_region = default_region
-        self._authenticate = authenticate
+        self._auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
         operation_name = "unknown"
+        if await rejected_before_body(
+            scope, send, self._auth, render_control_plane_error, request_id
+        ):
+            return
         try:
             body = await read_body(scope, receive, MAX_CONTROL_BODY)
-            if self._authenticate is not None:
-                self._authenticate(scope, body)
+            if self._auth is not None:
+                self._auth.check_request(scope, body)
+            _check_route(scope)
             target = header(scope, b"x-amz-target")
             operation, params = parse_control_request(
-                target.decode("latin-1") if target is not None else None, body
+                target.decode("utf-8", errors="replace") if target is not None else None, body
             )
             operation_name = operation.name
             region = region_of(scope, self._default_region)
@@ -75,3 +86,18 @@ class ControlPlaneAPI:
             )
             status, headers, payload = render_control_plane_error(internal, request_id)
         await send_response(send, status, headers, payload)
+
+
+def _check_route(scope: Scope) -> None:
+    """Reject a request with ``X-Amz-Target`` that is not ``POST /``.
+
+    The application sends every such request here rather than to the console,
+    so a client with a wrong method or endpoint URL gets an error it can parse.
+    """
+    path = scope["raw_path"].decode("utf-8", errors="replace")
+    if scope["method"] != "POST" or path != "/":
+        raise UnknownOperationException(
+            f"The control plane accepts only POST / with X-Amz-Target; got {scope['method']} "
+            f"{path[:200]}. Set the endpoint URL to the server's root, "
+            "for example http://127.0.0.1:8765."
+        )

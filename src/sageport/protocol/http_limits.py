@@ -13,6 +13,9 @@ connection, and the handler waiting for that body, forever. uvicorn's
   until the end of the headers, after which the server sends 408 and closes;
 - an idle deadline while the body arrives: a connection that sends no body
   bytes for that long is closed, and the handler sees a disconnect;
+- a deadline for the whole body, counted from the end of the headers, so a
+  client that sends one byte just before each idle deadline is still cut
+  off. The server sends 408 unless a response has started, and then closes;
 - a maximum size of the request line plus headers and a maximum header count,
   both rejected with 431 and a closed connection.
 """
@@ -42,6 +45,10 @@ class RequestLimits:
     header_timeout: float = 30.0
     # Seconds the body may go without a new byte arriving.
     body_idle_timeout: float = 30.0
+    # Seconds from the last header line until the whole body has arrived. A
+    # 6 MiB invocation, the largest SageMaker accepts, takes about 50 s at
+    # 1 Mbit/s, a slow uplink.
+    body_timeout: float = 60.0
     # Bytes of request line plus headers. boto3's largest requests carry well
     # under 4 KiB of headers.
     max_header_bytes: int = 32 * 1024
@@ -74,6 +81,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._guard_callback: Callable[[], None] | None = None
         self._disconnected: asyncio.Future[None] = self.loop.create_future()
         self._disconnect_extension: dict[object, object] = {"future": self._disconnected}
+        self._body_deadline = 0.0
         super().connection_made(transport)
         self._arm(self.limits.header_timeout, self._on_header_timeout)
 
@@ -142,15 +150,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_headers = False
         self._disarm()
         super().on_headers_complete()
-        self._arm(self.limits.body_idle_timeout, self._on_body_timeout)
+        self._body_deadline = self.loop.time() + self.limits.body_timeout
+        self._arm_body_timer()
 
     def on_body(self, body: bytes) -> None:
-        self._arm(self.limits.body_idle_timeout, self._on_body_timeout)
+        self._arm_body_timer()
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    def _arm_body_timer(self) -> None:
+        # The body has two limits, the gap between bytes and the whole body;
+        # the one timer waits for whichever ends first.
+        left = self._body_deadline - self.loop.time()
+        if left <= self.limits.body_idle_timeout:
+            self._arm(left, self._on_body_deadline)
+        else:
+            self._arm(self.limits.body_idle_timeout, self._on_body_timeout)
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn sends its response to every parser error, including one
@@ -176,6 +194,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.limits.body_idle_timeout,
         )
         self.transport.close()
+
+    def _on_body_deadline(self) -> None:
+        if self.transport.is_closing():
+            return
+        message = f"The request body did not arrive within {self.limits.body_timeout:g} s."
+        # After an early error response (a rejected signature, say), the rest
+        # of the body is only being drained, and a second response would
+        # corrupt the stream.
+        if self.cycle is not None and self.cycle.response_started:
+            logger.info("Closing the connection from %s: %s", _peer(self.client), message)
+            self._disarm()
+            self.transport.close()
+            return
+        self._reject(b"408 Request Timeout", message)
 
     def _reject(self, status: bytes, message: str) -> None:
         self._disarm()

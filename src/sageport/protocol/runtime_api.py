@@ -17,7 +17,7 @@ from sageport.dataplane.stream import ResponseStream, open_stream
 from sageport.dataplane.upstream import CallerGone
 from sageport.errors import InternalFailure, PayloadTooLarge, SageportError, ValidationError
 from sageport.protocol.asgi import (
-    Authenticate,
+    Authenticator,
     BodyTooLarge,
     ClientDisconnected,
     Headers,
@@ -27,6 +27,7 @@ from sageport.protocol.asgi import (
     caller_gone_watch,
     new_request_id,
     read_body,
+    rejected_before_body,
     send_response,
 )
 from sageport.protocol.errors import render_runtime_error
@@ -74,16 +75,18 @@ class RuntimeAPI:
         self,
         routing: RoutingTable,
         account_id: str,
-        authenticate: Authenticate | None = None,
+        auth: Authenticator | None = None,
         async_invocations: AsyncInvocations | None = None,
     ) -> None:
         self._routing = routing
         self._account_id = account_id
-        self._authenticate = authenticate
+        self._auth = auth
         self._async_invocations = async_invocations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
+        if await rejected_before_body(scope, send, self._auth, render_runtime_error, request_id):
+            return
         try:
             status, headers, body = await self._invoke(scope, receive)
             headers.append((b"x-amzn-requestid", request_id.encode()))
@@ -115,8 +118,8 @@ class RuntimeAPI:
                 f"The request body has {exc.size} bytes, more than the {MAX_INVOKE_BODY} bytes "
                 "(6 MiB) a real-time invocation accepts. Send a smaller payload."
             ) from None
-        if self._authenticate is not None:
-            self._authenticate(scope, body)
+        if self._auth is not None:
+            self._auth.check_request(scope, body)
 
         name, action = _split_path(scope["raw_path"])
         if scope["method"] != "POST":
@@ -139,12 +142,12 @@ class RuntimeAPI:
         for key, value in scope["headers"]:
             spelling = spellings.get(key)
             if spelling is not None:
-                text = value.decode("latin-1")
+                text = _ascii_header(key, value)
                 forwarded[spelling] = text
                 members[key.decode("latin-1")] = text
             elif key == _TARGET_VARIANT and target_variant is None:
                 # The first TargetVariant header counts, as for any single-valued header.
-                target_variant = value.decode("latin-1")
+                target_variant = _ascii_header(key, value)
         if target_variant is not None:
             members["X-Amzn-SageMaker-Target-Variant"] = target_variant
         operation = "InvokeEndpointWithResponseStream" if streaming else "InvokeEndpoint"
@@ -180,3 +183,16 @@ def _split_path(raw_path: bytes) -> tuple[str, bytes]:
     if not name:
         raise ValidationError("The endpoint name in the path is empty.")
     return name, action
+
+
+def _ascii_header(name: bytes, value: bytes) -> str:
+    # Every header the runtime model binds is ASCII by its pattern. Checking
+    # here lets the message show what the client sent, decoded as the UTF-8
+    # that botocore sends, in place of the Latin-1 the ASGI server hands over.
+    if not value.isascii():
+        decoded = bytes(value).decode("utf-8", errors="replace")
+        raise ValidationError(
+            f"The {name.decode('ascii', errors='replace')} header has the value {decoded!r}, "
+            "which is not ASCII; SageMaker accepts only ASCII in invocation headers."
+        )
+    return bytes(value).decode("ascii")
