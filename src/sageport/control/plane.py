@@ -244,6 +244,9 @@ class ControlPlane:
         config_doc = config.doc
         if params.get("RetainAllVariantProperties"):
             config_doc = _retain_variant_properties(config_doc, record.doc)
+        # A config created while the server allowed more instances is checked again.
+        for variant in config_doc["ProductionVariants"]:
+            self._check_instance_count(variant["VariantName"], variant.get("InitialInstanceCount"))
         started = now()
         record.spec["Pending"] = {
             "DeploymentId": uuid.uuid4().hex[:12],
@@ -283,12 +286,17 @@ class ControlPlane:
                     f"The variant name(s) [{name}] is/are not present in the endpoint "
                     f'"{record.doc["EndpointArn"]}". Its variants are: {", ".join(current)}.'
                 )
+            self._check_instance_count(name, change.get("DesiredInstanceCount"))
             desired[name] = {
                 key: change[key]
                 for key in ("DesiredWeight", "DesiredInstanceCount")
                 if key in change
             }
-            current[name].update(desired[name])
+
+        # Every change is checked before any is applied, so a rejected request
+        # leaves the endpoint as it was.
+        for name, change in desired.items():
+            current[name].update(change)
 
         record.spec["DesiredWeightsAndCapacities"] = desired
         set_status(record, "Updating")

@@ -140,7 +140,8 @@ class FleetManager:
         return fleet
 
     async def resize(self, fleet: Fleet, variant: FleetVariant, count: int) -> None:
-        """Add or drain instances until the variant has ``count``."""
+        """Add or drain instances until the variant has ``count``, at most the server's limit."""
+        count = self._allowed_count(fleet, variant.name, count)
         while len(variant.instances) < count:
             instance = self._new_instance(fleet, variant)
             try:
@@ -192,11 +193,31 @@ class FleetManager:
         fleet_variant = FleetVariant(
             name, container.get("Image"), model_dir, container, route, rule, python
         )
-        for _ in range(int(variant.get("InitialInstanceCount", 1))):
+        count = self._allowed_count(fleet, name, int(variant.get("InitialInstanceCount", 1)))
+        for _ in range(count):
             instance = self._new_instance(fleet, fleet_variant)
             fleet_variant.instances.append(instance)
             route.instances.append(instance.route)
         return fleet_variant
+
+    def _allowed_count(self, fleet: Fleet, variant_name: str, count: int) -> int:
+        # The control plane rejects counts over the limit, but a store written
+        # by an older version, or under a higher --max-instances-per-variant,
+        # may still hold one. Starting them all could exhaust the machine.
+        limit = self._settings.max_instances_per_variant
+        if count <= limit:
+            return count
+        logger.warning(
+            "Production variant %s of endpoint %s asks for %d instances, more than the "
+            "limit of %d; starting %d. Restart with a higher --max-instances-per-variant "
+            "to allow more.",
+            variant_name,
+            fleet.endpoint_name,
+            count,
+            limit,
+            limit,
+        )
+        return limit
 
     async def _fetch(self, fleet: Fleet, variant_name: str, container: dict[str, Any]) -> Path:
         key = fleet.endpoint_name.lower()
