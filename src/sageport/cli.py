@@ -313,9 +313,12 @@ def _test_target_origins(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 def logs(endpoint_name: str, data_dir: Path, tail: int | None) -> None:
     """Print the output of every instance of an endpoint, oldest first."""
-    from sageport.telemetry.logs import instance_logs
+    from sageport.telemetry.logs import InvalidEndpointName, instance_logs
 
-    files = instance_logs(data_dir.expanduser() / "logs", endpoint_name)
+    try:
+        files = instance_logs(data_dir.expanduser() / "logs", endpoint_name)
+    except InvalidEndpointName as exc:
+        raise click.BadParameter(str(exc), param_hint="ENDPOINT_NAME") from None
     if not files:
         click.echo(
             f"No logs for endpoint {endpoint_name} in {data_dir}. Check the name and --data-dir.",
