@@ -882,3 +882,59 @@ def test_s3_key_under_object_named(tmp_path: Path, s3_client: Any) -> None:
         "Could not fetch model data from s3://models/iris/: File exists on 'code' in the "
         "model data."
     )
+
+
+def test_within_allows_path_inside(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    (prefix / "model" / "code").mkdir(parents=True)
+    (prefix / "model" / "code" / "inference.py").write_text("x = 1\n")
+    (prefix / "model" / "shared.txt").symlink_to(prefix / "model" / "code" / "inference.py")
+
+    fetch_model_data(f"file://{prefix}/model", tmp_path / "dest", within=prefix)
+
+    assert file_tree(tmp_path / "dest") == {
+        "code": "",
+        "code/inference.py": "x = 1\n",
+        "shared.txt": "x = 1\n",
+    }
+
+
+def test_within_rejects_link_out(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    outside = build_tar(tmp_path / "outside.tar.gz", MODEL_MEMBERS)
+    (prefix / "link.tar.gz").symlink_to(outside)
+
+    with pytest.raises(ArtifactError) as excinfo:
+        fetch_model_data(f"file://{prefix}/link.tar.gz", tmp_path / "dest", within=prefix)
+
+    assert f"leads to {prefix}/link.tar.gz, which is outside {prefix}" in str(excinfo.value)
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("link", ["weights.bin", "data"])
+def test_within_rejects_link_out_of_directory(tmp_path: Path, link: str) -> None:
+    prefix = tmp_path / "prefix"
+    (prefix / "model").mkdir(parents=True)
+    (prefix / "model" / "inference.py").write_text("x = 1\n")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "weights.bin").write_text("SECRET")
+    target = tmp_path / "secret" / "weights.bin" if link == "weights.bin" else tmp_path / "secret"
+    (prefix / "model" / link).symlink_to(target)
+
+    with pytest.raises(ArtifactError) as excinfo:
+        fetch_model_data(str(prefix / "model"), tmp_path / "dest", within=prefix)
+
+    assert "which is outside" in str(excinfo.value)
+    assert not (tmp_path / "dest").exists()
+
+
+def test_within_rejects_decoded_parent(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    build_tar(tmp_path / "outside.tar.gz", MODEL_MEMBERS)
+
+    with pytest.raises(ArtifactError) as excinfo:
+        fetch_model_data(f"file://{prefix}/%2e%2e/outside.tar.gz", tmp_path / "dest", within=prefix)
+
+    assert "which is outside" in str(excinfo.value)

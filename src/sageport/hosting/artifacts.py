@@ -81,12 +81,16 @@ def fetch_model_data(
     *,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
     max_members: int = DEFAULT_MAX_MEMBERS,
+    within: Path | None = None,
 ) -> None:
     """Fetch the model data at ``url`` and unpack or copy it into ``dest_dir``.
 
     ``max_unpacked_bytes`` caps the total size of the files written (and of a
     download), and ``max_members`` caps the number of archive members, or of
-    files and directories in a directory or S3 prefix. A second call with the
+    files and directories in a directory or S3 prefix. With ``within``, a
+    local path or ``file://`` URL must resolve to a path inside that
+    directory, and so must every file and directory copied from it, links
+    included. A second call with the
     same URL returns at once when an earlier call completed ``dest_dir``.
     Blocks, so async callers run it with ``asyncio.to_thread``.
     """
@@ -111,6 +115,8 @@ def fetch_model_data(
         model_dir = work / "model"
         model_dir.mkdir()
         limits = _Limits(shown_url, max_unpacked_bytes, max_members)
+        if within is not None:
+            limits.within = os.path.realpath(within)
         _fetch_into(url, shown_url, work, model_dir, limits)
         _move_into_place(model_dir, dest_dir, work)
     finally:
@@ -149,6 +155,8 @@ class _Limits:
     max_members: int
     unpacked_bytes: int = 0
     members: int = 0
+    # The real path of the directory local model data must stay inside, if any.
+    within: str | None = None
 
     def add_member(self) -> None:
         self.members += 1
@@ -156,6 +164,14 @@ class _Limits:
             raise ArtifactError(
                 f"Model data at {self.shown_url} has more than {self.max_members:,} files "
                 "and directories, the maximum for one model. Package the model in fewer files."
+            )
+
+    def check_within(self, path: Path) -> None:
+        if self.within is not None and not _is_inside(str(path), self.within):
+            raise ArtifactError(
+                f"Model data at {self.shown_url} leads to {path}, which is outside "
+                f"{self.within}, the directory it must stay in. Use a path under that "
+                "directory, without links that point out of it."
             )
 
     def add_bytes(self, size: int) -> None:
@@ -196,6 +212,15 @@ def _fetch_into(url: str, shown_url: str, work: Path, model_dir: Path, limits: _
 # Local paths and file:// URLs.
 
 
+def local_path(url: str) -> Path | None:
+    """Return the path that a local path or ``file://`` URL names, or None for other URLs."""
+    if url.startswith("/"):
+        return Path(url)
+    if urlsplit(url).scheme == "file":
+        return _file_url_path(url)
+    return None
+
+
 def _file_url_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
@@ -210,6 +235,7 @@ def _file_url_path(url: str) -> Path:
 
 
 def _copy_local(source: Path, shown_url: str, model_dir: Path, limits: _Limits) -> None:
+    limits.check_within(source)
     try:
         if source.is_dir():
             _copy_directory(source, model_dir, limits)
@@ -236,6 +262,7 @@ def _copy_directory(source: Path, model_dir: Path, limits: _Limits) -> None:
         relative = Path(dirpath).relative_to(source)
         for name in dirnames:
             limits.add_member()
+            limits.check_within(Path(dirpath) / name)
             (model_dir / relative / name).mkdir()
         for name in filenames:
             limits.add_member()
@@ -243,6 +270,7 @@ def _copy_directory(source: Path, model_dir: Path, limits: _Limits) -> None:
 
 
 def _copy_file(source: Path, target: Path, limits: _Limits) -> None:
+    limits.check_within(source)
     if not source.is_file():
         raise ArtifactError(
             f"Model data at {limits.shown_url} contains {source}, which is not a regular file "
