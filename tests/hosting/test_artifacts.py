@@ -336,7 +336,7 @@ def test_oversized_archive_rejected(tmp_path: Path) -> None:
 
     assert str(caught.value) == (
         f"Model data at {archive} is larger than 1 KiB, the maximum size for one model. "
-        "Use smaller model data or raise Sageport's model size limit."
+        "Use smaller model data."
     )
     assert not dest.exists()
 
@@ -352,6 +352,35 @@ def test_too_many_members_rejected(tmp_path: Path) -> None:
         f"Model data at {archive} has more than 5 files and directories, the maximum for "
         "one model. Package the model in fewer files."
     )
+
+
+@pytest.mark.parametrize(
+    ("members", "limits"),
+    [
+        ([(f"f{i}", "file", "") for i in range(6)], {"max_members": 5}),
+        (
+            [("a.bin", "file", "x" * 600), ("b.bin", "file", "x" * 600)],
+            {"max_unpacked_bytes": 1024},
+        ),
+    ],
+)
+def test_limits_checked_before_extracting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, members: list[Member], limits: dict[str, int]
+) -> None:
+    archive = build_tar(tmp_path / "model.tar.gz", members)
+    extracted: list[str] = []
+    extract = tarfile.TarFile.extract
+
+    def counting_extract(self: tarfile.TarFile, member: Any, *args: Any, **kwargs: Any) -> None:
+        extracted.append(member.name)
+        extract(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", counting_extract)
+
+    with pytest.raises(ArtifactError):
+        fetch_model_data(str(archive), tmp_path / "model", **limits)  # type: ignore[arg-type]
+
+    assert extracted == []
 
 
 UNSAFE_ARCHIVES: list[tuple[list[Member], str]] = [
@@ -938,3 +967,35 @@ def test_within_rejects_decoded_parent(tmp_path: Path) -> None:
         fetch_model_data(f"file://{prefix}/%2e%2e/outside.tar.gz", tmp_path / "dest", within=prefix)
 
     assert "which is outside" in str(excinfo.value)
+
+
+def test_directory_link_loop_named(tmp_path: Path) -> None:
+    source = tmp_path / "model"
+    (source / "code").mkdir(parents=True)
+    (source / "code" / "inference.py").write_text("x = 1\n")
+    (source / "code" / "again").symlink_to(source, target_is_directory=True)
+
+    with pytest.raises(ArtifactError) as caught:
+        fetch_model_data(str(source), tmp_path / "dest")
+
+    assert str(caught.value) == (
+        f"Model data at {source} contains {source}/code/again, a symbolic link loop: it "
+        f"points to {source}, a directory that contains the link. Remove the link from the "
+        "model directory."
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [("b", "a symbolic link loop"), ("missing", "a symbolic link to a path that does not exist")],
+)
+def test_file_link_problem_named(tmp_path: Path, target: str, kind: str) -> None:
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "a").symlink_to(source / target)
+    (source / "b").symlink_to(source / "a")
+
+    with pytest.raises(ArtifactError) as caught:
+        fetch_model_data(str(source), tmp_path / "dest")
+
+    assert f", which is {kind}. Remove it from the model directory." in str(caught.value)

@@ -17,12 +17,14 @@ failed fetch never leaves a half-written model directory.
 from __future__ import annotations
 
 import copy
+import errno
 import gzip
 import ipaddress
 import json
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -160,7 +162,10 @@ class _Limits:
 
     def add_member(self) -> None:
         self.members += 1
-        if self.members > self.max_members:
+        self.check_members(self.members)
+
+    def check_members(self, count: int) -> None:
+        if count > self.max_members:
             raise ArtifactError(
                 f"Model data at {self.shown_url} has more than {self.max_members:,} files "
                 "and directories, the maximum for one model. Package the model in fewer files."
@@ -183,7 +188,7 @@ class _Limits:
             raise ArtifactError(
                 f"Model data at {self.shown_url} is larger than "
                 f"{_format_bytes(self.max_unpacked_bytes)}, the maximum size for one model. "
-                "Use smaller model data or raise Sageport's model size limit."
+                "Use smaller model data."
             )
 
 
@@ -257,28 +262,60 @@ def _copy_local(source: Path, shown_url: str, model_dir: Path, limits: _Limits) 
 
 def _copy_directory(source: Path, model_dir: Path, limits: _Limits) -> None:
     # Symbolic links are followed, so the model directory contains the files they
-    # point to; a link loop ends at the member cap or at ENAMETOOLONG.
+    # point to. A link to a directory that contains it would repeat forever.
     for dirpath, dirnames, filenames in os.walk(source, followlinks=True, onerror=_raise):
         relative = Path(dirpath).relative_to(source)
         for name in dirnames:
             limits.add_member()
             limits.check_within(Path(dirpath) / name)
+            _check_not_loop(Path(dirpath) / name, limits.shown_url)
             (model_dir / relative / name).mkdir()
         for name in filenames:
             limits.add_member()
             _copy_file(Path(dirpath) / name, model_dir / relative / name, limits)
 
 
+def _check_not_loop(directory: Path, shown_url: str) -> None:
+    if not directory.is_symlink():
+        return
+    real = os.path.realpath(directory)
+    parent = os.path.realpath(directory.parent)
+    if parent == real or parent.startswith(real + os.sep):
+        raise ArtifactError(
+            f"Model data at {shown_url} contains {directory}, a symbolic link loop: it points "
+            f"to {real}, a directory that contains the link. Remove the link from the model "
+            "directory."
+        )
+
+
 def _copy_file(source: Path, target: Path, limits: _Limits) -> None:
     limits.check_within(source)
     if not source.is_file():
         raise ArtifactError(
-            f"Model data at {limits.shown_url} contains {source}, which is not a regular file "
-            "(a broken link, a device or a FIFO). Remove it from the model directory."
+            f"Model data at {limits.shown_url} contains {source}, which is "
+            f"{_describe_non_file(source)}. Remove it from the model directory."
         )
     limits.add_bytes(source.stat().st_size)
     shutil.copyfile(source, target)
     shutil.copymode(source, target)
+
+
+def _describe_non_file(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a symbolic link to a path that does not exist"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"not readable ({exc.strerror or exc})"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    return "not a regular file"
 
 
 def _raise(error: OSError) -> None:
@@ -315,6 +352,7 @@ def _open_archive(path: Path, name: str, shown_url: str) -> tarfile.TarFile | No
 def _extract_archive(archive: tarfile.TarFile, model_dir: Path, limits: _Limits) -> None:
     root = os.path.realpath(model_dir)
     try:
+        _check_totals(archive, limits)
         for member in archive:
             limits.add_member()
             _check_member(member, root, limits.shown_url)
@@ -330,6 +368,21 @@ def _extract_archive(archive: tarfile.TarFile, model_dir: Path, limits: _Limits)
         ) from exc
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _invalid_archive(limits.shown_url, exc) from exc
+
+
+def _check_totals(archive: tarfile.TarFile, limits: _Limits) -> None:
+    """Read the member headers and raise ArtifactError at the first one over a limit.
+
+    Reading headers writes nothing, so an archive of too many members or
+    bytes fails before anything is unpacked. tarfile keeps the headers it
+    read, so extraction does not read them again.
+    """
+    size = 0
+    for count, member in enumerate(archive, start=1):
+        limits.check_members(count)
+        if member.isreg():
+            size += member.size
+            limits.check_size(size)
 
 
 def _extract_member(
