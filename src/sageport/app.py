@@ -39,7 +39,11 @@ class Application:
         arns = Arns(settings.account_id)
         self.reconciler = Reconciler(settings, self.store, self.routing, arns)
         self.control = ControlPlane(
-            self.store, arns, self.reconciler.notify, settings.max_instances_per_variant
+            self.store,
+            arns,
+            self.reconciler.notify,
+            settings.max_instances_per_variant,
+            settings.startup_timeout,
         )
         self.keys = KeyRing(settings.credentials_path, settings.environment_keys)
         authenticate = SigV4Verifier(self.keys) if settings.auth_mode == "sigv4" else None

@@ -73,7 +73,8 @@ def main() -> None:
     default=600.0,
     type=click.FloatRange(1),
     envvar="SAGEPORT_STARTUP_TIMEOUT",
-    help="Seconds an instance may take to pass its first /ping before the endpoint fails.",
+    help="Seconds an instance may take to pass its first /ping before the endpoint fails, "
+    "for variants without ContainerStartupHealthCheckTimeoutInSeconds.",
 )
 @click.option(
     "--allow-test-target",

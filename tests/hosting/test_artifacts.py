@@ -27,6 +27,7 @@ import pytest
 import urllib3
 
 from sageport.hosting.artifacts import ArtifactError, display_url, fetch_model_data
+from tests.harness import trickling_http_server
 
 # Tar members as (name, kind, payload): payload is the content of a file and
 # the link target of a symlink or hard link.
@@ -999,3 +1000,23 @@ def test_file_link_problem_named(tmp_path: Path, target: str, kind: str) -> None
         fetch_model_data(str(source), tmp_path / "dest")
 
     assert f", which is {kind}. Remove it from the model directory." in str(caught.value)
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[str]:
+    """A loopback URL that sends one byte every 50 ms, for at most 200 bytes."""
+    with trickling_http_server(interval=0.05, count=200) as url:
+        yield url
+
+
+def test_trickling_download_times_out(tmp_path: Path, trickle_server: str) -> None:
+    with pytest.raises(ArtifactError) as caught:
+        fetch_model_data(trickle_server, tmp_path / "model", timeout=0.5)
+
+    assert str(caught.value) == (
+        f"Fetching model data from {trickle_server} timed out after 0.5 seconds "
+        "(ModelDataDownloadTimeoutInSeconds). Check that the source is reachable and fast "
+        "enough, or raise ModelDataDownloadTimeoutInSeconds on the production variant "
+        "(at most 3600)."
+    )
+    assert leftovers(tmp_path) == []

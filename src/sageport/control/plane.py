@@ -22,6 +22,7 @@ from sageport.errors import (
     UnknownOperationException,
     ValidationException,
 )
+from sageport.hosting.artifacts import DEFAULT_DOWNLOAD_TIMEOUT
 from sageport.store import AlreadyExists, Record, Store, now
 
 logger = logging.getLogger("sageport.control")
@@ -45,11 +46,13 @@ class ControlPlane:
         arns: Arns,
         notify: Callable[[str], None],
         max_instances_per_variant: int = 20,
+        startup_timeout: float = 600.0,
     ) -> None:
         self._store = store
         self._arns = arns
         self._notify = notify
         self._max_instances = max_instances_per_variant
+        self._startup_timeout = startup_timeout
         self.operations: dict[str, Operation] = {
             "CreateModel": self.create_model,
             "DescribeModel": self.describe_model,
@@ -223,10 +226,13 @@ class ControlPlane:
     async def delete_endpoint(self, params: dict[str, Any], region: str) -> dict[str, Any]:
         record = self._get(ENDPOINT, params["EndpointName"], region)
         if record.status in IN_PROGRESS:
-            # SageMaker's message reads "update" for deletes too.
-            raise ValidationException(
-                f'Cannot update in-progress endpoint "{record.doc["EndpointArn"]}".'
-            )
+            # SageMaker's message reads "update" for deletes too, and SageMaker
+            # also rejects deleting a Creating endpoint. The second sentence is
+            # Sageport's, so that the caller knows how long to wait.
+            message = f'Cannot update in-progress endpoint "{record.doc["EndpointArn"]}".'
+            if record.status == "Creating":
+                message += " " + self._creation_bound(record)
+            raise ValidationException(message)
         set_status(record, "Deleting")
         self._store.update(record)
         logger.info("Deleting endpoint %s", record.name)
@@ -316,6 +322,23 @@ class ControlPlane:
                 f"allows at most {self._max_instances} per variant. Ask for fewer, or start "
                 "sageport serve with a higher --max-instances-per-variant."
             )
+
+    def _creation_bound(self, record: Record) -> str:
+        variants = record.spec["EndpointConfig"]["ProductionVariants"]
+        download = max(
+            float(v.get("ModelDataDownloadTimeoutInSeconds") or DEFAULT_DOWNLOAD_TIMEOUT)
+            for v in variants
+        )
+        startup = max(
+            float(v.get("ContainerStartupHealthCheckTimeoutInSeconds") or self._startup_timeout)
+            for v in variants
+        )
+        return (
+            f"It is Creating, and becomes InService or Failed once its model data is fetched "
+            f"(within {download:g} seconds, ModelDataDownloadTimeoutInSeconds) and its instances "
+            f"pass /ping (within {startup:g} seconds, ContainerStartupHealthCheckTimeoutInSeconds),"
+            " plus the time to install a code/requirements.txt. Delete it then."
+        )
 
     def _check_updatable(self, record: Record) -> None:
         arn = record.doc["EndpointArn"]

@@ -51,6 +51,11 @@ logger = logging.getLogger("sageport.hosting")
 
 DEFAULT_MAX_UNPACKED_BYTES = 10 * 2**30
 DEFAULT_MAX_MEMBERS = 100_000
+# Seconds for a whole fetch, unless the production variant sets
+# ModelDataDownloadTimeoutInSeconds (valid range 60 to 3600).
+# NOTE: SageMaker's API reference gives no default for that member, so
+# Sageport uses the maximum of its range.
+DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
 
 # Seconds. The read timeout is the longest silence between two chunks of a
 # download, not a limit on the whole transfer, so large models still arrive.
@@ -84,6 +89,7 @@ def fetch_model_data(
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
     max_members: int = DEFAULT_MAX_MEMBERS,
     within: Path | None = None,
+    timeout: float | None = None,
 ) -> None:
     """Fetch the model data at ``url`` and unpack or copy it into ``dest_dir``.
 
@@ -92,7 +98,8 @@ def fetch_model_data(
     files and directories in a directory or S3 prefix. With ``within``, a
     local path or ``file://`` URL must resolve to a path inside that
     directory, and so must every file and directory copied from it, links
-    included. A second call with the
+    included. With ``timeout``, the fetch fails once that many seconds have
+    passed, checked between chunks, files and members. A second call with the
     same URL returns at once when an earlier call completed ``dest_dir``.
     Blocks, so async callers run it with ``asyncio.to_thread``.
     """
@@ -117,6 +124,9 @@ def fetch_model_data(
         model_dir = work / "model"
         model_dir.mkdir()
         limits = _Limits(shown_url, max_unpacked_bytes, max_members)
+        if timeout is not None:
+            limits.timeout = timeout
+            limits.deadline = started + timeout
         if within is not None:
             limits.within = os.path.realpath(within)
         _fetch_into(url, shown_url, work, model_dir, limits)
@@ -159,8 +169,16 @@ class _Limits:
     members: int = 0
     # The real path of the directory local model data must stay inside, if any.
     within: str | None = None
+    # Seconds for the whole fetch, and the time.monotonic() when they run out.
+    timeout: float | None = None
+    deadline: float | None = None
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise download_timed_out(self.shown_url, self.timeout or 0.0)
 
     def add_member(self) -> None:
+        self.check_deadline()
         self.members += 1
         self.check_members(self.members)
 
@@ -190,6 +208,16 @@ class _Limits:
                 f"{_format_bytes(self.max_unpacked_bytes)}, the maximum size for one model. "
                 "Use smaller model data."
             )
+
+
+def download_timed_out(shown_url: str, timeout: float) -> ArtifactError:
+    """Return the error for a fetch that ran past its ModelDataDownloadTimeoutInSeconds."""
+    return ArtifactError(
+        f"Fetching model data from {shown_url} timed out after {timeout:g} seconds "
+        "(ModelDataDownloadTimeoutInSeconds). Check that the source is reachable and fast "
+        "enough, or raise ModelDataDownloadTimeoutInSeconds on the production variant "
+        "(at most 3600)."
+    )
 
 
 def _fetch_into(url: str, shown_url: str, work: Path, model_dir: Path, limits: _Limits) -> None:
@@ -724,10 +752,14 @@ def _stream_to_file(response: urllib3.BaseHTTPResponse, download: Path, limits: 
 
     received = 0
     with download.open("wb") as file:
-        for chunk in response.stream(_CHUNK_SIZE):
+        # read1 returns whatever one read from the socket gives, so a source
+        # that sends a byte at a time still reaches the deadline check.
+        while chunk := response.read1(_CHUNK_SIZE):
+            limits.check_deadline()
             received += len(chunk)
             limits.check_size(received)
             file.write(chunk)
+        limits.check_deadline()
 
 
 def _describe_http_error(exc: urllib3.exceptions.HTTPError) -> str:

@@ -28,7 +28,12 @@ from sageport.dataplane.multimodel import (
     default_memory_budget,
 )
 from sageport.dataplane.routing import InstanceRoute, VariantRoute
-from sageport.hosting.artifacts import fetch_model_data
+from sageport.hosting.artifacts import (
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    display_url,
+    download_timed_out,
+    fetch_model_data,
+)
 from sageport.hosting.environments import model_python
 from sageport.hosting.images import REJECT, ImageRule, resolve_image
 from sageport.hosting.process import (
@@ -76,6 +81,8 @@ class FleetVariant:
     rule: ImageRule
     python: str
     instances: list[Instance] = field(default_factory=list)
+    # Seconds each instance gets to pass its first /ping.
+    startup_timeout: float = 600.0
 
 
 @dataclass
@@ -180,7 +187,10 @@ class FleetManager:
                 f"{name}: the image table rejects images matching {rule.match!r}. Map the "
                 "image to a command or to the built-in runtime in the table."
             )
-        model_dir = await self._fetch(fleet, name, container)
+        download_timeout = float(
+            variant.get("ModelDataDownloadTimeoutInSeconds") or DEFAULT_DOWNLOAD_TIMEOUT
+        )
+        model_dir = await self._fetch(fleet, name, container, download_timeout)
         python = await model_python(model_dir, self._settings.environments_dir)
         route = VariantRoute(
             name,
@@ -192,6 +202,10 @@ class FleetManager:
             route.multi_model = self._multi_model(fleet, name, container)
         fleet_variant = FleetVariant(
             name, container.get("Image"), model_dir, container, route, rule, python
+        )
+        fleet_variant.startup_timeout = float(
+            variant.get("ContainerStartupHealthCheckTimeoutInSeconds")
+            or self._settings.startup_timeout
         )
         count = self._allowed_count(fleet, name, int(variant.get("InitialInstanceCount", 1)))
         for _ in range(count):
@@ -219,7 +233,9 @@ class FleetManager:
         )
         return limit
 
-    async def _fetch(self, fleet: Fleet, variant_name: str, container: dict[str, Any]) -> Path:
+    async def _fetch(
+        self, fleet: Fleet, variant_name: str, container: dict[str, Any], timeout: float
+    ) -> Path:
         key = fleet.endpoint_name.lower()
         model_dir = self._settings.endpoints_dir / key / fleet.deployment_id / variant_name
         url = container.get("ModelDataUrl") or _data_source_uri(container)
@@ -229,7 +245,14 @@ class FleetManager:
             model_dir.mkdir(parents=True, exist_ok=True)
             return model_dir
         logger.info("Fetching model data for %s/%s from %s", fleet.endpoint_name, variant_name, url)
-        await asyncio.to_thread(fetch_model_data, url, model_dir)
+        fetch = asyncio.to_thread(fetch_model_data, url, model_dir, timeout=timeout)
+        try:
+            # The fetch checks its deadline between reads, but one blocking call
+            # (an S3 download, a stalled read) may outlast it. The thread then
+            # stops at its next check and removes its partial files.
+            await asyncio.wait_for(fetch, timeout)
+        except TimeoutError:
+            raise download_timed_out(display_url(url), timeout) from None
         return model_dir
 
     def _multi_model(
@@ -280,6 +303,7 @@ class FleetManager:
             command=variant.rule.command,
             port=_free_port() if variant.rule.command else None,
             python=variant.python,
+            startup_timeout=variant.startup_timeout,
         )
         route = InstanceRoute(
             instance_id, spec.address, spec.workers, self._settings.max_queued_requests
@@ -295,7 +319,7 @@ class FleetManager:
                 instance.spec.instance_id, fleet.endpoint_name.lower(), process.pid, process.started
             )
         )
-        await process.wait_healthy(self._settings.startup_timeout)
+        await process.wait_healthy(instance.spec.startup_timeout)
         instance.route.healthy = True
         logger.info(
             "Instance %s of endpoint %s passed /ping",
