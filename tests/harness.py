@@ -7,16 +7,19 @@ instance metadata address.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +257,38 @@ def wait_for_status(
         if description["EndpointStatus"] in statuses or time.monotonic() > deadline:
             return description
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def trickling_http_server(interval: float, count: int) -> Iterator[str]:
+    """Serve a loopback URL that promises 10 MB but sends one byte every ``interval`` s.
+
+    It sends at most ``count`` bytes, so a client that never gives up still
+    finishes. Yields the URL of model.tar.gz on it.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "10000000")
+            self.end_headers()
+            for _ in range(count):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(interval)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{http.server_port}/model.tar.gz"
+    finally:
+        http.shutdown()
+        http.server_close()
+        thread.join(timeout=5)

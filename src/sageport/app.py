@@ -56,7 +56,11 @@ class Application:
         arns = Arns(settings.account_id)
         self.reconciler = Reconciler(settings, self.store, self.routing, arns)
         self.control = ControlPlane(
-            self.store, arns, self.reconciler.notify, settings.max_instances_per_variant
+            self.store,
+            arns,
+            self.reconciler.notify,
+            settings.max_instances_per_variant,
+            settings.startup_timeout,
         )
         self.keys = KeyRing(settings.credentials_path, settings.environment_keys)
         self.auth = ServerAuth(

@@ -73,7 +73,8 @@ def main() -> None:
     default=600.0,
     type=click.FloatRange(1),
     envvar="SAGEPORT_STARTUP_TIMEOUT",
-    help="Seconds an instance may take to pass its first /ping before the endpoint fails.",
+    help="Seconds an instance may take to pass its first /ping before the endpoint fails, "
+    "for variants without ContainerStartupHealthCheckTimeoutInSeconds.",
 )
 @click.option(
     "--allow-test-target",
@@ -328,9 +329,12 @@ def _test_target_origins(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 def logs(endpoint_name: str, data_dir: Path, tail: int | None) -> None:
     """Print the output of every instance of an endpoint, oldest first."""
-    from sageport.telemetry.logs import instance_logs
+    from sageport.telemetry.logs import InvalidEndpointName, instance_logs
 
-    files = instance_logs(data_dir.expanduser() / "logs", endpoint_name)
+    try:
+        files = instance_logs(data_dir.expanduser() / "logs", endpoint_name)
+    except InvalidEndpointName as exc:
+        raise click.BadParameter(str(exc), param_hint="ENDPOINT_NAME") from None
     if not files:
         click.echo(
             f"No logs for endpoint {endpoint_name} in {data_dir}. Check the name and --data-dir.",

@@ -77,6 +77,20 @@ def test_describe_unknown_endpoint_is_404(console_server: Server) -> None:
     assert payload["error"]["code"] == "NotFound"
 
 
+@pytest.mark.parametrize("name", ["..%2F..%2Fsecret", "..%2Fsecret", "a.b"])
+def test_logs_invalid_name_is_400(console_server: Server, name: str) -> None:
+    secret = console_server.data_dir / "secret" / "v" / "x.log"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text("SECRET-LINE")
+
+    status, payload = call(console_server, f"/console/api/endpoints/{name}/logs")
+
+    assert status == 400
+    assert payload["error"]["code"] == "BadRequest"
+    assert "Invalid endpoint name" in payload["error"]["message"]
+    assert "SECRET-LINE" not in json.dumps(payload)
+
+
 def test_invoke_returns_timings_and_preview(
     console_server: Server, behaviour_endpoint: str
 ) -> None:

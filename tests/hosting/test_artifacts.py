@@ -27,6 +27,7 @@ import pytest
 import urllib3
 
 from sageport.hosting.artifacts import ArtifactError, display_url, fetch_model_data
+from tests.harness import trickling_http_server
 
 # Tar members as (name, kind, payload): payload is the content of a file and
 # the link target of a symlink or hard link.
@@ -336,7 +337,7 @@ def test_oversized_archive_rejected(tmp_path: Path) -> None:
 
     assert str(caught.value) == (
         f"Model data at {archive} is larger than 1 KiB, the maximum size for one model. "
-        "Use smaller model data or raise Sageport's model size limit."
+        "Use smaller model data."
     )
     assert not dest.exists()
 
@@ -352,6 +353,35 @@ def test_too_many_members_rejected(tmp_path: Path) -> None:
         f"Model data at {archive} has more than 5 files and directories, the maximum for "
         "one model. Package the model in fewer files."
     )
+
+
+@pytest.mark.parametrize(
+    ("members", "limits"),
+    [
+        ([(f"f{i}", "file", "") for i in range(6)], {"max_members": 5}),
+        (
+            [("a.bin", "file", "x" * 600), ("b.bin", "file", "x" * 600)],
+            {"max_unpacked_bytes": 1024},
+        ),
+    ],
+)
+def test_limits_checked_before_extracting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, members: list[Member], limits: dict[str, int]
+) -> None:
+    archive = build_tar(tmp_path / "model.tar.gz", members)
+    extracted: list[str] = []
+    extract = tarfile.TarFile.extract
+
+    def counting_extract(self: tarfile.TarFile, member: Any, *args: Any, **kwargs: Any) -> None:
+        extracted.append(member.name)
+        extract(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", counting_extract)
+
+    with pytest.raises(ArtifactError):
+        fetch_model_data(str(archive), tmp_path / "model", **limits)  # type: ignore[arg-type]
+
+    assert extracted == []
 
 
 UNSAFE_ARCHIVES: list[tuple[list[Member], str]] = [
@@ -882,3 +912,111 @@ def test_s3_key_under_object_named(tmp_path: Path, s3_client: Any) -> None:
         "Could not fetch model data from s3://models/iris/: File exists on 'code' in the "
         "model data."
     )
+
+
+def test_within_allows_path_inside(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    (prefix / "model" / "code").mkdir(parents=True)
+    (prefix / "model" / "code" / "inference.py").write_text("x = 1\n")
+    (prefix / "model" / "shared.txt").symlink_to(prefix / "model" / "code" / "inference.py")
+
+    fetch_model_data(f"file://{prefix}/model", tmp_path / "dest", within=prefix)
+
+    assert file_tree(tmp_path / "dest") == {
+        "code": "",
+        "code/inference.py": "x = 1\n",
+        "shared.txt": "x = 1\n",
+    }
+
+
+def test_within_rejects_link_out(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    outside = build_tar(tmp_path / "outside.tar.gz", MODEL_MEMBERS)
+    (prefix / "link.tar.gz").symlink_to(outside)
+
+    with pytest.raises(ArtifactError) as excinfo:
+        fetch_model_data(f"file://{prefix}/link.tar.gz", tmp_path / "dest", within=prefix)
+
+    assert f"leads to {prefix}/link.tar.gz, which is outside {prefix}" in str(excinfo.value)
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("link", ["weights.bin", "data"])
+def test_within_rejects_link_out_of_directory(tmp_path: Path, link: str) -> None:
+    prefix = tmp_path / "prefix"
+    (prefix / "model").mkdir(parents=True)
+    (prefix / "model" / "inference.py").write_text("x = 1\n")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "weights.bin").write_text("SECRET")
+    target = tmp_path / "secret" / "weights.bin" if link == "weights.bin" else tmp_path / "secret"
+    (prefix / "model" / link).symlink_to(target)
+
+    with pytest.raises(ArtifactError) as excinfo:
+        fetch_model_data(str(prefix / "model"), tmp_path / "dest", within=prefix)
+
+    assert "which is outside" in str(excinfo.value)
+    assert not (tmp_path / "dest").exists()
+
+
+def test_within_rejects_decoded_parent(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    build_tar(tmp_path / "outside.tar.gz", MODEL_MEMBERS)
+
+    with pytest.raises(ArtifactError) as excinfo:
+        fetch_model_data(f"file://{prefix}/%2e%2e/outside.tar.gz", tmp_path / "dest", within=prefix)
+
+    assert "which is outside" in str(excinfo.value)
+
+
+def test_directory_link_loop_named(tmp_path: Path) -> None:
+    source = tmp_path / "model"
+    (source / "code").mkdir(parents=True)
+    (source / "code" / "inference.py").write_text("x = 1\n")
+    (source / "code" / "again").symlink_to(source, target_is_directory=True)
+
+    with pytest.raises(ArtifactError) as caught:
+        fetch_model_data(str(source), tmp_path / "dest")
+
+    assert str(caught.value) == (
+        f"Model data at {source} contains {source}/code/again, a symbolic link loop: it "
+        f"points to {source}, a directory that contains the link. Remove the link from the "
+        "model directory."
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [("b", "a symbolic link loop"), ("missing", "a symbolic link to a path that does not exist")],
+)
+def test_file_link_problem_named(tmp_path: Path, target: str, kind: str) -> None:
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "a").symlink_to(source / target)
+    (source / "b").symlink_to(source / "a")
+
+    with pytest.raises(ArtifactError) as caught:
+        fetch_model_data(str(source), tmp_path / "dest")
+
+    assert f", which is {kind}. Remove it from the model directory." in str(caught.value)
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[str]:
+    """A loopback URL that sends one byte every 50 ms, for at most 200 bytes."""
+    with trickling_http_server(interval=0.05, count=200) as url:
+        yield url
+
+
+def test_trickling_download_times_out(tmp_path: Path, trickle_server: str) -> None:
+    with pytest.raises(ArtifactError) as caught:
+        fetch_model_data(trickle_server, tmp_path / "model", timeout=0.5)
+
+    assert str(caught.value) == (
+        f"Fetching model data from {trickle_server} timed out after 0.5 seconds "
+        "(ModelDataDownloadTimeoutInSeconds). Check that the source is reachable and fast "
+        "enough, or raise ModelDataDownloadTimeoutInSeconds on the production variant "
+        "(at most 3600)."
+    )
+    assert leftovers(tmp_path) == []

@@ -268,9 +268,21 @@ def test_async_input_and_body_rejected(server: Server, echo_endpoint: AsyncEndpo
     )
 
 
-@pytest.mark.parametrize("extension", ["../../escaped", "a/../../b", "/absolute"])
-def test_async_extension_cannot_leave_output_path(
-    server: Server, echo_endpoint: AsyncEndpoint, extension: str
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [
+        ("S3OutputPathExtension", "../../escaped"),
+        ("S3OutputPathExtension", "a/../../b"),
+        ("S3OutputPathExtension", "/absolute"),
+        ("InferenceId", "../../escaped"),
+        ("InferenceId", "a/b"),
+        ("InferenceId", ".."),
+        ("InferenceId", "%2e%2e%2fescaped"),
+        ("InferenceId", "a\\b"),
+    ],
+)
+def test_async_names_cannot_leave_output_path(
+    server: Server, echo_endpoint: AsyncEndpoint, member: str, value: str
 ) -> None:
     runtime = server.client("sagemaker-runtime")
 
@@ -278,11 +290,13 @@ def test_async_extension_cannot_leave_output_path(
         runtime.invoke_endpoint_async(
             EndpointName=echo_endpoint.name,
             InputLocation=echo_endpoint.write_input("escape.txt", "x"),
-            S3OutputPathExtension=extension,
+            **{member: value},
         )
 
     assert caught.value.response["Error"]["Code"] == "ValidationError"
-    assert "S3OutputPathExtension" in caught.value.response["Error"]["Message"]
+    assert member in caught.value.response["Error"]["Message"]
+    assert repr(value) in caught.value.response["Error"]["Message"]
+    assert not (echo_endpoint.output_dir.parent.parent / "escaped.out").exists()
 
 
 def test_async_https_input_rejected(server: Server, echo_endpoint: AsyncEndpoint) -> None:

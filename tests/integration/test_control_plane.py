@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
-from tests.harness import Server, deploy, wait_for_status, write_model
+from tests.harness import Server, deploy, trickling_http_server, wait_for_status, write_model
 
 ROLE = "arn:aws:iam::123456789012:role/sageport"
 NOOP_MODEL = """
@@ -283,7 +284,11 @@ def transform_fn(model, data, content_type, accept):
     assert client_error(excinfo) == (
         "ValidationException",
         "Cannot update in-progress endpoint "
-        '"arn:aws:sagemaker:us-east-1:123456789012:endpoint/slow-start".',
+        '"arn:aws:sagemaker:us-east-1:123456789012:endpoint/slow-start". It is Creating, and '
+        "becomes InService or Failed once its model data is fetched (within 3600 seconds, "
+        "ModelDataDownloadTimeoutInSeconds) and its instances pass /ping (within 600 seconds, "
+        "ContainerStartupHealthCheckTimeoutInSeconds), plus the time to install a "
+        "code/requirements.txt. Delete it then.",
         400,
     )
     assert wait_for_status(server, "slow-start", {"InService"})["EndpointStatus"] == "InService"
@@ -411,3 +416,52 @@ def test_instance_count_over_limit_is_refused(server: Server) -> None:
     assert (code, status) == ("ResourceLimitExceeded", 400)
     assert "asks for 1000 instances" in message
     assert "--max-instances-per-variant" in message
+
+
+@pytest.fixture
+def trickle_url() -> Iterator[str]:
+    """A loopback URL that sends one byte a second, for at most 120 s."""
+    with trickling_http_server(interval=1.0, count=120) as url:
+        yield url
+
+
+def create_timed_endpoint(sagemaker: Any, name: str, url: str, download: int, startup: int) -> None:
+    create_model(sagemaker, name, url)
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name,
+                             "InitialInstanceCount": 1, "InstanceType": "ml.m5.large",
+                             "ModelDataDownloadTimeoutInSeconds": download,
+                             "ContainerStartupHealthCheckTimeoutInSeconds": startup}],
+    )  # fmt: skip
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+
+
+def test_creation_timeouts_fail_endpoint(server: Server, trickle_url: str, tmp_path: Path) -> None:
+    # Both endpoints are created at once, so the test waits about one minute, not two.
+    hanging = write_model(
+        tmp_path, "import time\n\ndef model_fn(model_dir):\n    time.sleep(300)\n"
+    )
+    sagemaker = server.client("sagemaker")
+    create_timed_endpoint(sagemaker, "trickle", trickle_url, download=60, startup=90)
+    create_timed_endpoint(sagemaker, "no-ping", str(hanging), download=120, startup=60)
+
+    with pytest.raises(ClientError) as refused:
+        sagemaker.delete_endpoint(EndpointName="trickle")
+    failed = wait_for_status(server, "trickle", {"InService", "Failed"}, timeout=150)
+    no_ping = wait_for_status(server, "no-ping", {"InService", "Failed"}, timeout=150)
+    sagemaker.delete_endpoint(EndpointName="trickle")
+    sagemaker.delete_endpoint(EndpointName="no-ping")
+
+    _, message, _ = client_error(refused)
+    assert "within 60 seconds, ModelDataDownloadTimeoutInSeconds" in message
+    assert "within 90 seconds, ContainerStartupHealthCheckTimeoutInSeconds" in message
+    assert failed["EndpointStatus"] == "Failed"
+    assert failed["FailureReason"] == (
+        f"Fetching model data from {trickle_url} timed out after 60 seconds "
+        "(ModelDataDownloadTimeoutInSeconds). Check that the source is reachable and fast "
+        "enough, or raise ModelDataDownloadTimeoutInSeconds on the production variant "
+        "(at most 3600)."
+    )
+    assert no_ping["EndpointStatus"] == "Failed"
+    assert "did not pass the /ping health check within 60 seconds" in no_ping["FailureReason"]

@@ -398,6 +398,18 @@ def test_logs_command_unknown_endpoint(server: Server) -> None:
     assert "No logs for endpoint nothing-here" in result.stderr
 
 
+def test_logs_command_invalid_name(server: Server) -> None:
+    secret = server.data_dir / "secret" / "v" / "x.log"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text("SECRET-LINE")
+
+    result = server.sageport("logs", "../secret", "--data-dir", str(server.data_dir))
+
+    assert result.returncode == 2
+    assert "Invalid endpoint name '../secret'" in result.stderr
+    assert "SECRET-LINE" not in result.stdout
+
+
 def test_model_code_runs_outside_server(server: Server, tmp_path: Path) -> None:
     archive = write_model(
         tmp_path,

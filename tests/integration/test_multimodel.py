@@ -231,6 +231,30 @@ def test_target_model_required_and_checked(server: Server, tmp_path: Path) -> No
     assert "Invalid TargetModel '../models/only.tar.gz'" in error_of(escaping)["Message"]
 
 
+def test_encoded_target_model_rejected(server: Server, tmp_path: Path) -> None:
+    prefix, log = make_prefix(tmp_path, ["inside"])
+    shutil.copy(prefix / "inside.tar.gz", tmp_path / "outside.tar.gz")
+    deploy_multi_model(server, "mme-encoded", prefix)
+    targets = [
+        "%2e%2e/outside.tar.gz",
+        "%2e%2e%2foutside.tar.gz",
+        "%252e%252e/outside.tar.gz",
+        f"%2E%2E/%2E%2E/{tmp_path.name}/outside.tar.gz",
+        "inside.tar.gz%00",
+    ]
+
+    errors = {}
+    for target in targets:
+        with pytest.raises(ClientError) as excinfo:
+            invoke(server, "mme-encoded", target, 1)
+        errors[target] = error_of(excinfo)
+
+    for target, error in errors.items():
+        assert error["Code"] == "ValidationError", target
+        assert f"Invalid TargetModel {target!r}" in error["Message"]
+    assert loads(log) == []
+
+
 def test_target_model_on_single_model(server: Server, tmp_path: Path) -> None:
     prefix, _ = make_prefix(tmp_path, ["single"])
     description = deploy(server, "single-model", str(prefix / "single.tar.gz"))

@@ -294,3 +294,30 @@ def test_restart_keeps_other_data_dirs_run_dir(
     shutil.rmtree(other_run_dir, ignore_errors=True)
 
     assert other_run_dir_kept
+
+
+def test_restart_caps_stored_instance_count(tmp_path: Path) -> None:
+    generous = Server(tmp_path / "data", extra_args=["--max-instances-per-variant", "2"])
+    generous.start()
+    try:
+        deploy(generous, "capped", str(write_model(tmp_path, ECHO_MODEL)))
+        generous.client("sagemaker").update_endpoint_weights_and_capacities(
+            EndpointName="capped",
+            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 2}],
+        )
+        scaled = wait_for_status(generous, "capped", {"InService"})
+    finally:
+        generous.stop()
+    strict = Server(tmp_path / "data", extra_args=["--max-instances-per-variant", "1"])
+
+    for _ in started(strict):
+        answer = invoke_when_ready(strict, "capped")
+        restored = strict.client("sagemaker").describe_endpoint(EndpointName="capped")
+        pids = strict.instance_pids()
+        log = strict.output()
+
+    assert scaled["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+    assert answer == b"echo:hi"
+    assert restored["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    assert len(pids) == 1
+    assert "asks for 2 instances, more than the limit of 1; starting 1" in log

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.harness import Server, wait_for_status, write_model
+from tests.harness import Server, started, wait_for_status, write_model
 
 ROLE = "arn:aws:iam::123456789012:role/sageport"
 
@@ -235,3 +236,40 @@ def test_update_of_failed_endpoint_is_refused(server: Server, models: None) -> N
     assert failed["EndpointStatus"] == "Failed"
     assert excinfo.value.response["Error"]["Code"] == "ValidationException"
     assert "because its status is Failed" in excinfo.value.response["Error"]["Message"]
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that allows two instances per variant."""
+    directory = tmp_path_factory.mktemp("limited") / "data"
+    yield from started(Server(directory, extra_args=["--max-instances-per-variant", "2"]))
+
+
+def test_capacity_over_limit_is_rejected(
+    limited_server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    archive = versioned_model(tmp_path_factory.mktemp("limit-model"), "v1")
+    create_model(limited_server, "limit-model", archive)
+    create_config(limited_server, "capped", [("a", "limit-model", 1.0, 1)])
+    create_endpoint(limited_server, "capped", "capped")
+    sagemaker = limited_server.client("sagemaker")
+
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.update_endpoint_weights_and_capacities(
+            EndpointName="capped",
+            DesiredWeightsAndCapacities=[
+                {"VariantName": "a", "DesiredWeight": 0.5, "DesiredInstanceCount": 3}
+            ],
+        )
+    after = sagemaker.describe_endpoint(EndpointName="capped")
+
+    error = excinfo.value.response["Error"]
+    assert error["Code"] == "ResourceLimitExceeded"
+    assert "asks for 3 instances" in error["Message"]
+    assert "at most 2 per variant" in error["Message"]
+    assert after["EndpointStatus"] == "InService"
+    assert [
+        (v["CurrentWeight"], v["DesiredWeight"], v["DesiredInstanceCount"])
+        for v in after["ProductionVariants"]
+    ] == [(1.0, 1.0, 1)]
+    assert len(limited_server.instance_pids()) == 1

@@ -32,7 +32,7 @@ from sageport.control.plane import ControlPlane
 from sageport.dataplane.routing import RoutingTable
 from sageport.errors import SageportError, ValidationException
 from sageport.protocol.asgi import Receive, Scope, Send, header
-from sageport.telemetry.logs import instance_logs
+from sageport.telemetry.logs import InvalidEndpointName, instance_logs
 
 logger = logging.getLogger("sageport.console")
 
@@ -240,7 +240,11 @@ class ConsoleAPI:
         """Return the last lines of each instance's output, oldest instance first."""
         tail = _int_param(query, "tail", DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)
         instances = []
-        for log in instance_logs(self._settings.logs_dir, name):
+        try:
+            logs = instance_logs(self._settings.logs_dir, name)
+        except InvalidEndpointName as exc:
+            raise BadRequest(str(exc)) from None
+        for log in logs:
             with log.path.open("rb") as file:
                 size = file.seek(0, 2)
                 file.seek(max(0, size - MAX_LOG_BYTES))

@@ -22,6 +22,7 @@ from sageport.errors import (
     UnknownOperationException,
     ValidationException,
 )
+from sageport.hosting.artifacts import DEFAULT_DOWNLOAD_TIMEOUT
 from sageport.store import AlreadyExists, Record, Store, now
 
 logger = logging.getLogger("sageport.control")
@@ -45,11 +46,13 @@ class ControlPlane:
         arns: Arns,
         notify: Callable[[str], None],
         max_instances_per_variant: int = 20,
+        startup_timeout: float = 600.0,
     ) -> None:
         self._store = store
         self._arns = arns
         self._notify = notify
         self._max_instances = max_instances_per_variant
+        self._startup_timeout = startup_timeout
         self.operations: dict[str, Operation] = {
             "CreateModel": self.create_model,
             "DescribeModel": self.describe_model,
@@ -223,10 +226,13 @@ class ControlPlane:
     async def delete_endpoint(self, params: dict[str, Any], region: str) -> dict[str, Any]:
         record = self._get(ENDPOINT, params["EndpointName"], region)
         if record.status in IN_PROGRESS:
-            # SageMaker's message reads "update" for deletes too.
-            raise ValidationException(
-                f'Cannot update in-progress endpoint "{record.doc["EndpointArn"]}".'
-            )
+            # SageMaker's message reads "update" for deletes too, and SageMaker
+            # also rejects deleting a Creating endpoint. The second sentence is
+            # Sageport's, so that the caller knows how long to wait.
+            message = f'Cannot update in-progress endpoint "{record.doc["EndpointArn"]}".'
+            if record.status == "Creating":
+                message += " " + self._creation_bound(record)
+            raise ValidationException(message)
         set_status(record, "Deleting")
         self._store.update(record)
         logger.info("Deleting endpoint %s", record.name)
@@ -244,6 +250,9 @@ class ControlPlane:
         config_doc = config.doc
         if params.get("RetainAllVariantProperties"):
             config_doc = _retain_variant_properties(config_doc, record.doc)
+        # A config created while the server allowed more instances is checked again.
+        for variant in config_doc["ProductionVariants"]:
+            self._check_instance_count(variant["VariantName"], variant.get("InitialInstanceCount"))
         started = now()
         record.spec["Pending"] = {
             "DeploymentId": uuid.uuid4().hex[:12],
@@ -283,12 +292,17 @@ class ControlPlane:
                     f"The variant name(s) [{name}] is/are not present in the endpoint "
                     f'"{record.doc["EndpointArn"]}". Its variants are: {", ".join(current)}.'
                 )
+            self._check_instance_count(name, change.get("DesiredInstanceCount"))
             desired[name] = {
                 key: change[key]
                 for key in ("DesiredWeight", "DesiredInstanceCount")
                 if key in change
             }
-            current[name].update(desired[name])
+
+        # Every change is checked before any is applied, so a rejected request
+        # leaves the endpoint as it was.
+        for name, change in desired.items():
+            current[name].update(change)
 
         record.spec["DesiredWeightsAndCapacities"] = desired
         set_status(record, "Updating")
@@ -308,6 +322,23 @@ class ControlPlane:
                 f"allows at most {self._max_instances} per variant. Ask for fewer, or start "
                 "sageport serve with a higher --max-instances-per-variant."
             )
+
+    def _creation_bound(self, record: Record) -> str:
+        variants = record.spec["EndpointConfig"]["ProductionVariants"]
+        download = max(
+            float(v.get("ModelDataDownloadTimeoutInSeconds") or DEFAULT_DOWNLOAD_TIMEOUT)
+            for v in variants
+        )
+        startup = max(
+            float(v.get("ContainerStartupHealthCheckTimeoutInSeconds") or self._startup_timeout)
+            for v in variants
+        )
+        return (
+            f"It is Creating, and becomes InService or Failed once its model data is fetched "
+            f"(within {download:g} seconds, ModelDataDownloadTimeoutInSeconds) and its instances "
+            f"pass /ping (within {startup:g} seconds, ContainerStartupHealthCheckTimeoutInSeconds),"
+            " plus the time to install a code/requirements.txt. Delete it then."
+        )
 
     def _check_updatable(self, record: Record) -> None:
         arn = record.doc["EndpointArn"]

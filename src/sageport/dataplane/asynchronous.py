@@ -38,6 +38,7 @@ from sageport.dataplane.locations import (
     read_location,
     write_location,
 )
+from sageport.dataplane.path_names import is_plain_name, is_relative_path
 from sageport.dataplane.routing import EndpointRoute, RoutingTable
 from sageport.errors import RuntimeAPIError, ServiceUnavailable, ValidationError
 from sageport.store import AsyncInvocationRow, Store
@@ -120,9 +121,11 @@ class AsyncInvocations:
         name = request.endpoint_name
         output_config = self._output_config(name)
         _check_input(request)
+        _check_names(request)
 
         inference_id = request.inference_id or str(uuid.uuid4())
         accepted = _locations(output_config, inference_id, request)
+        output_path, failure_path = _output_paths(output_config)
         received = time.time()
         headers = dict(request.headers)
         headers["X-Amzn-SageMaker-Inference-Id"] = inference_id
@@ -136,6 +139,9 @@ class AsyncInvocations:
                 "Headers": headers,
                 "OutputLocation": accepted.output_location,
                 "FailureLocation": accepted.failure_location,
+                # The writer checks that each location stays under its configured path.
+                "OutputPath": output_path,
+                "FailurePath": failure_path,
                 "InvocationTimeoutSeconds": request.invocation_timeout
                 or DEFAULT_INVOCATION_TIMEOUT,
             },
@@ -340,7 +346,11 @@ class AsyncInvocations:
         if outcome.output is not None:
             try:
                 await asyncio.to_thread(
-                    write_location, request["OutputLocation"], outcome.output, outcome.content_type
+                    write_location,
+                    request["OutputLocation"],
+                    outcome.output,
+                    outcome.content_type,
+                    within=request.get("OutputPath"),
                 )
             except LocationError as exc:
                 outcome = _Outcome(failure=f"The model answered, but {exc}")
@@ -366,6 +376,7 @@ class AsyncInvocations:
                 request["FailureLocation"],
                 failure.encode("utf-8"),
                 "text/plain; charset=utf-8",
+                within=request.get("FailurePath"),
             )
         except LocationError as exc:
             logger.error(
@@ -403,12 +414,11 @@ def _locations(output_config: dict[str, Any], inference_id: str, request: AsyncR
     # S3FailurePath, Sageport writes failures beside the outputs.
     # NOTE: SageMaker does not document the failure file's name when Filename
     # is given, so Sageport keeps <id>-error.out.
-    output_path = output_config["S3OutputPath"]
-    failure_path = output_config.get("S3FailurePath") or output_path
+    output_path, failure_path = _output_paths(output_config)
     extension = [request.output_path_extension] if request.output_path_extension else []
     for part in extension:
         # The extension may not climb out of the configured output paths.
-        if part.startswith("/") or {".", ".."} & set(part.split("/")):
+        if not is_relative_path(part):
             raise ValidationError(
                 f"S3OutputPathExtension {part!r} must be a relative path without '.' or '..' "
                 "segments; it is appended to the endpoint config's output paths."
@@ -419,6 +429,26 @@ def _locations(output_config: dict[str, Any], inference_id: str, request: AsyncR
     _check(output, "S3OutputPath")
     _check(failure, "S3FailurePath")
     return Accepted(inference_id, output, failure)
+
+
+def _output_paths(output_config: dict[str, Any]) -> tuple[str, str]:
+    output_path = str(output_config["S3OutputPath"])
+    return output_path, str(output_config.get("S3FailurePath") or output_path)
+
+
+def _check_names(request: AsyncRequest) -> None:
+    # SageMaker's InferenceId pattern (\A\S[\p{Print}]*\z) allows '/' and '.',
+    # but here the id names the output files, so it must be one plain path
+    # segment, also after percent-decoding, which a file:// path goes through.
+    if request.inference_id is not None and not is_plain_name(request.inference_id):
+        raise ValidationError(
+            f"Invalid InferenceId {request.inference_id!r}: it names the output files, so it "
+            "may not contain '/' or '\\', be '.' or '..', or contain them once percent-decoded."
+        )
+    if request.filename is not None and not is_plain_name(request.filename):
+        raise ValidationError(
+            f"Invalid Filename {request.filename!r}: use one file name without '/' or '\\'."
+        )
 
 
 def _check(uri: str, member: str) -> None:

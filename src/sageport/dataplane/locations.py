@@ -73,15 +73,19 @@ def read_location(uri: str, max_bytes: int) -> bytes:
     return _read_s3(uri, max_bytes)
 
 
-def write_location(uri: str, data: bytes, content_type: str) -> None:
+def write_location(uri: str, data: bytes, content_type: str, *, within: str | None = None) -> None:
     """Store ``data`` at ``uri``, replacing what is there.
 
     A file appears whole or not at all: it is written beside its final name,
-    flushed to disk, then renamed into place.
+    flushed to disk, then renamed into place. A ``file://`` path with a ``.``
+    or ``..`` segment is rejected, and so is one outside ``within`` (the
+    configured output path it was built from), links resolved.
     """
     check_location(uri, "The output location")
     if urlsplit(uri).scheme == "file":
-        _write_file(_file_path(uri, "The output location"), uri, data)
+        path = _file_path(uri, "The output location")
+        _check_confined(path, uri, within)
+        _write_file(path, uri, data)
     else:
         _write_s3(uri, data, content_type)
 
@@ -100,6 +104,25 @@ def _file_path(uri: str, member: str) -> Path:
     if not path.startswith("/") or path == "/":
         raise LocationError(f"{member} {uri} has no absolute path. Use file:///absolute/path.")
     return Path(path)
+
+
+def _check_confined(path: Path, uri: str, within: str | None) -> None:
+    # Requests are validated when they are queued. This second check guards
+    # against rows queued by older versions and any path-building mistake.
+    if {".", ".."} & set(path.parts):
+        raise LocationError(
+            f"Could not write {uri}: its path has a '.' or '..' segment, which could leave "
+            "the configured output path."
+        )
+    if within is None:
+        return
+    root = os.path.realpath(_file_path(within, "The output path"))
+    real = os.path.realpath(path)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise LocationError(
+            f"Could not write {uri}: it resolves to {real}, outside the configured output "
+            f"path {within}."
+        )
 
 
 def _read_file(path: Path, uri: str, max_bytes: int) -> bytes:

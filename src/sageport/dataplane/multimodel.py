@@ -50,6 +50,7 @@ from sageport.dataplane.invoke import (
     usable_instance,
     wait_for_instance,
 )
+from sageport.dataplane.path_names import is_relative_path
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
 from sageport.dataplane.upstream import (
     UpstreamConnectError,
@@ -62,7 +63,7 @@ from sageport.errors import (
     ServiceUnavailable,
     ValidationError,
 )
-from sageport.hosting.artifacts import ArtifactError, fetch_model_data
+from sageport.hosting.artifacts import ArtifactError, fetch_model_data, local_path
 
 logger = logging.getLogger("sageport.dataplane")
 
@@ -227,7 +228,9 @@ class MultiModelVariant:
         url = self.prefix + name
         directory = self.cache_dir / "archives" / _directory_name(name)
         try:
-            await asyncio.to_thread(fetch_model_data, url, directory)
+            # A local prefix confines what TargetModel can reach, links included.
+            within = local_path(self.prefix)
+            await asyncio.to_thread(fetch_model_data, url, directory, within=within)
         except ArtifactError as exc:
             # SageMaker's API reference names no error for an archive it cannot
             # download. The fix is in the request or the prefix, so ValidationError.
@@ -366,19 +369,16 @@ async def invoke_model(
 
 
 def check_target_model(name: str) -> None:
-    """Reject a TargetModel that is not a relative path inside the model's prefix."""
-    parts = name.split("/")
-    if (
-        not name.isprintable()
-        or name != name.strip()
-        or name.startswith("/")
-        or "\\" in name
-        or any(part in ("", ".", "..") for part in parts)
-    ):
+    """Reject a TargetModel that is not a relative path inside the model's prefix.
+
+    The name is checked as sent and after each round of percent-decoding,
+    because a ``file://`` prefix is decoded before it becomes a path.
+    """
+    if not is_relative_path(name):
         raise ValidationError(
             f"Invalid TargetModel {name!r}: use a relative path under the model's ModelDataUrl, "
             "such as model-a.tar.gz or group/model-b.tar.gz, without '.' or '..' segments, "
-            "backslashes or surrounding spaces."
+            "backslashes or surrounding spaces, also once percent-decoded."
         )
 
 

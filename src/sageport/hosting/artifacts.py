@@ -17,12 +17,14 @@ failed fetch never leaves a half-written model directory.
 from __future__ import annotations
 
 import copy
+import errno
 import gzip
 import ipaddress
 import json
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -49,6 +51,11 @@ logger = logging.getLogger("sageport.hosting")
 
 DEFAULT_MAX_UNPACKED_BYTES = 10 * 2**30
 DEFAULT_MAX_MEMBERS = 100_000
+# Seconds for a whole fetch, unless the production variant sets
+# ModelDataDownloadTimeoutInSeconds (valid range 60 to 3600).
+# NOTE: SageMaker's API reference gives no default for that member, so
+# Sageport uses the maximum of its range.
+DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
 
 # Seconds. The read timeout is the longest silence between two chunks of a
 # download, not a limit on the whole transfer, so large models still arrive.
@@ -81,12 +88,18 @@ def fetch_model_data(
     *,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
     max_members: int = DEFAULT_MAX_MEMBERS,
+    within: Path | None = None,
+    timeout: float | None = None,
 ) -> None:
     """Fetch the model data at ``url`` and unpack or copy it into ``dest_dir``.
 
     ``max_unpacked_bytes`` caps the total size of the files written (and of a
     download), and ``max_members`` caps the number of archive members, or of
-    files and directories in a directory or S3 prefix. A second call with the
+    files and directories in a directory or S3 prefix. With ``within``, a
+    local path or ``file://`` URL must resolve to a path inside that
+    directory, and so must every file and directory copied from it, links
+    included. With ``timeout``, the fetch fails once that many seconds have
+    passed, checked between chunks, files and members. A second call with the
     same URL returns at once when an earlier call completed ``dest_dir``.
     Blocks, so async callers run it with ``asyncio.to_thread``.
     """
@@ -111,6 +124,11 @@ def fetch_model_data(
         model_dir = work / "model"
         model_dir.mkdir()
         limits = _Limits(shown_url, max_unpacked_bytes, max_members)
+        if timeout is not None:
+            limits.timeout = timeout
+            limits.deadline = started + timeout
+        if within is not None:
+            limits.within = os.path.realpath(within)
         _fetch_into(url, shown_url, work, model_dir, limits)
         _move_into_place(model_dir, dest_dir, work)
     finally:
@@ -149,13 +167,34 @@ class _Limits:
     max_members: int
     unpacked_bytes: int = 0
     members: int = 0
+    # The real path of the directory local model data must stay inside, if any.
+    within: str | None = None
+    # Seconds for the whole fetch, and the time.monotonic() when they run out.
+    timeout: float | None = None
+    deadline: float | None = None
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise download_timed_out(self.shown_url, self.timeout or 0.0)
 
     def add_member(self) -> None:
+        self.check_deadline()
         self.members += 1
-        if self.members > self.max_members:
+        self.check_members(self.members)
+
+    def check_members(self, count: int) -> None:
+        if count > self.max_members:
             raise ArtifactError(
                 f"Model data at {self.shown_url} has more than {self.max_members:,} files "
                 "and directories, the maximum for one model. Package the model in fewer files."
+            )
+
+    def check_within(self, path: Path) -> None:
+        if self.within is not None and not _is_inside(str(path), self.within):
+            raise ArtifactError(
+                f"Model data at {self.shown_url} leads to {path}, which is outside "
+                f"{self.within}, the directory it must stay in. Use a path under that "
+                "directory, without links that point out of it."
             )
 
     def add_bytes(self, size: int) -> None:
@@ -167,8 +206,18 @@ class _Limits:
             raise ArtifactError(
                 f"Model data at {self.shown_url} is larger than "
                 f"{_format_bytes(self.max_unpacked_bytes)}, the maximum size for one model. "
-                "Use smaller model data or raise Sageport's model size limit."
+                "Use smaller model data."
             )
+
+
+def download_timed_out(shown_url: str, timeout: float) -> ArtifactError:
+    """Return the error for a fetch that ran past its ModelDataDownloadTimeoutInSeconds."""
+    return ArtifactError(
+        f"Fetching model data from {shown_url} timed out after {timeout:g} seconds "
+        "(ModelDataDownloadTimeoutInSeconds). Check that the source is reachable and fast "
+        "enough, or raise ModelDataDownloadTimeoutInSeconds on the production variant "
+        "(at most 3600)."
+    )
 
 
 def _fetch_into(url: str, shown_url: str, work: Path, model_dir: Path, limits: _Limits) -> None:
@@ -196,6 +245,15 @@ def _fetch_into(url: str, shown_url: str, work: Path, model_dir: Path, limits: _
 # Local paths and file:// URLs.
 
 
+def local_path(url: str) -> Path | None:
+    """Return the path that a local path or ``file://`` URL names, or None for other URLs."""
+    if url.startswith("/"):
+        return Path(url)
+    if urlsplit(url).scheme == "file":
+        return _file_url_path(url)
+    return None
+
+
 def _file_url_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
@@ -210,6 +268,7 @@ def _file_url_path(url: str) -> Path:
 
 
 def _copy_local(source: Path, shown_url: str, model_dir: Path, limits: _Limits) -> None:
+    limits.check_within(source)
     try:
         if source.is_dir():
             _copy_directory(source, model_dir, limits)
@@ -231,26 +290,60 @@ def _copy_local(source: Path, shown_url: str, model_dir: Path, limits: _Limits) 
 
 def _copy_directory(source: Path, model_dir: Path, limits: _Limits) -> None:
     # Symbolic links are followed, so the model directory contains the files they
-    # point to; a link loop ends at the member cap or at ENAMETOOLONG.
+    # point to. A link to a directory that contains it would repeat forever.
     for dirpath, dirnames, filenames in os.walk(source, followlinks=True, onerror=_raise):
         relative = Path(dirpath).relative_to(source)
         for name in dirnames:
             limits.add_member()
+            limits.check_within(Path(dirpath) / name)
+            _check_not_loop(Path(dirpath) / name, limits.shown_url)
             (model_dir / relative / name).mkdir()
         for name in filenames:
             limits.add_member()
             _copy_file(Path(dirpath) / name, model_dir / relative / name, limits)
 
 
+def _check_not_loop(directory: Path, shown_url: str) -> None:
+    if not directory.is_symlink():
+        return
+    real = os.path.realpath(directory)
+    parent = os.path.realpath(directory.parent)
+    if parent == real or parent.startswith(real + os.sep):
+        raise ArtifactError(
+            f"Model data at {shown_url} contains {directory}, a symbolic link loop: it points "
+            f"to {real}, a directory that contains the link. Remove the link from the model "
+            "directory."
+        )
+
+
 def _copy_file(source: Path, target: Path, limits: _Limits) -> None:
+    limits.check_within(source)
     if not source.is_file():
         raise ArtifactError(
-            f"Model data at {limits.shown_url} contains {source}, which is not a regular file "
-            "(a broken link, a device or a FIFO). Remove it from the model directory."
+            f"Model data at {limits.shown_url} contains {source}, which is "
+            f"{_describe_non_file(source)}. Remove it from the model directory."
         )
     limits.add_bytes(source.stat().st_size)
     shutil.copyfile(source, target)
     shutil.copymode(source, target)
+
+
+def _describe_non_file(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a symbolic link to a path that does not exist"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"not readable ({exc.strerror or exc})"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    return "not a regular file"
 
 
 def _raise(error: OSError) -> None:
@@ -287,6 +380,7 @@ def _open_archive(path: Path, name: str, shown_url: str) -> tarfile.TarFile | No
 def _extract_archive(archive: tarfile.TarFile, model_dir: Path, limits: _Limits) -> None:
     root = os.path.realpath(model_dir)
     try:
+        _check_totals(archive, limits)
         for member in archive:
             limits.add_member()
             _check_member(member, root, limits.shown_url)
@@ -302,6 +396,21 @@ def _extract_archive(archive: tarfile.TarFile, model_dir: Path, limits: _Limits)
         ) from exc
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _invalid_archive(limits.shown_url, exc) from exc
+
+
+def _check_totals(archive: tarfile.TarFile, limits: _Limits) -> None:
+    """Read the member headers and raise ArtifactError at the first one over a limit.
+
+    Reading headers writes nothing, so an archive of too many members or
+    bytes fails before anything is unpacked. tarfile keeps the headers it
+    read, so extraction does not read them again.
+    """
+    size = 0
+    for count, member in enumerate(archive, start=1):
+        limits.check_members(count)
+        if member.isreg():
+            size += member.size
+            limits.check_size(size)
 
 
 def _extract_member(
@@ -643,10 +752,14 @@ def _stream_to_file(response: urllib3.BaseHTTPResponse, download: Path, limits: 
 
     received = 0
     with download.open("wb") as file:
-        for chunk in response.stream(_CHUNK_SIZE):
+        # read1 returns whatever one read from the socket gives, so a source
+        # that sends a byte at a time still reaches the deadline check.
+        while chunk := response.read1(_CHUNK_SIZE):
+            limits.check_deadline()
             received += len(chunk)
             limits.check_size(received)
             file.write(chunk)
+        limits.check_deadline()
 
 
 def _describe_http_error(exc: urllib3.exceptions.HTTPError) -> str:

@@ -72,6 +72,9 @@ class InstanceSpec:
     # The interpreter for the built-in runtime: the model's own environment
     # when it has a requirements.txt.
     python: str = sys.executable
+    # Seconds to pass the first /ping: the production variant's
+    # ContainerStartupHealthCheckTimeoutInSeconds, else --startup-timeout.
+    startup_timeout: float = 600.0
 
     @property
     def address(self) -> str:
@@ -145,7 +148,9 @@ class InstanceProcess:
         raise InstanceStartError(
             f"The instance for production variant {self.spec.variant_name} did not pass the "
             f"/ping health check within {timeout:g} seconds. See `sageport logs "
-            f"{self.spec.endpoint_name}` for its output."
+            f"{self.spec.endpoint_name}` for its output, and raise the variant's "
+            "ContainerStartupHealthCheckTimeoutInSeconds (or --startup-timeout) if the "
+            "model needs longer to load."
         )
 
     async def stop(self, grace: float = STOP_GRACE) -> None:

@@ -141,6 +141,8 @@ class Reconciler:
         if record.status == "Creating":
             self._settle(record)
             logger.info("Endpoint %s is InService", record.name)
+        else:
+            self._describe_fleet(record, fleet)
         return True
 
     async def _update(self, record: Record) -> None:
@@ -226,6 +228,14 @@ class Reconciler:
         record.doc.pop("PendingDeploymentSummary", None)
         set_status(record, "InService", failure_reason)
         self._store.update(record)
+
+    def _describe_fleet(self, record: Record, fleet: Fleet) -> None:
+        """Store the summary of a fleet started again after a restart, if it changed."""
+        summary = [_variant_summary(variant) for variant in fleet.variants]
+        # The fleet may be smaller than before, when the instance limit was lowered.
+        if record.doc.get("ProductionVariants") != summary:
+            record.doc["ProductionVariants"] = summary
+            self._store.update(record)
 
     def _fail(self, record: Record, reason: str) -> None:
         logger.warning("Endpoint %s failed: %s", record.name, reason)

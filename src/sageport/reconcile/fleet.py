@@ -28,7 +28,12 @@ from sageport.dataplane.multimodel import (
     default_memory_budget,
 )
 from sageport.dataplane.routing import InstanceRoute, VariantRoute
-from sageport.hosting.artifacts import fetch_model_data
+from sageport.hosting.artifacts import (
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    display_url,
+    download_timed_out,
+    fetch_model_data,
+)
 from sageport.hosting.environments import model_python
 from sageport.hosting.images import REJECT, ImageRule, resolve_image
 from sageport.hosting.process import (
@@ -76,6 +81,8 @@ class FleetVariant:
     rule: ImageRule
     python: str
     instances: list[Instance] = field(default_factory=list)
+    # Seconds each instance gets to pass its first /ping.
+    startup_timeout: float = 600.0
 
 
 @dataclass
@@ -140,7 +147,8 @@ class FleetManager:
         return fleet
 
     async def resize(self, fleet: Fleet, variant: FleetVariant, count: int) -> None:
-        """Add or drain instances until the variant has ``count``."""
+        """Add or drain instances until the variant has ``count``, at most the server's limit."""
+        count = self._allowed_count(fleet, variant.name, count)
         while len(variant.instances) < count:
             instance = self._new_instance(fleet, variant)
             try:
@@ -179,7 +187,10 @@ class FleetManager:
                 f"{name}: the image table rejects images matching {rule.match!r}. Map the "
                 "image to a command or to the built-in runtime in the table."
             )
-        model_dir = await self._fetch(fleet, name, container)
+        download_timeout = float(
+            variant.get("ModelDataDownloadTimeoutInSeconds") or DEFAULT_DOWNLOAD_TIMEOUT
+        )
+        model_dir = await self._fetch(fleet, name, container, download_timeout)
         python = await model_python(model_dir, self._settings.environments_dir)
         route = VariantRoute(
             name,
@@ -192,13 +203,39 @@ class FleetManager:
         fleet_variant = FleetVariant(
             name, container.get("Image"), model_dir, container, route, rule, python
         )
-        for _ in range(int(variant.get("InitialInstanceCount", 1))):
+        fleet_variant.startup_timeout = float(
+            variant.get("ContainerStartupHealthCheckTimeoutInSeconds")
+            or self._settings.startup_timeout
+        )
+        count = self._allowed_count(fleet, name, int(variant.get("InitialInstanceCount", 1)))
+        for _ in range(count):
             instance = self._new_instance(fleet, fleet_variant)
             fleet_variant.instances.append(instance)
             route.instances.append(instance.route)
         return fleet_variant
 
-    async def _fetch(self, fleet: Fleet, variant_name: str, container: dict[str, Any]) -> Path:
+    def _allowed_count(self, fleet: Fleet, variant_name: str, count: int) -> int:
+        # The control plane rejects counts over the limit, but a store written
+        # by an older version, or under a higher --max-instances-per-variant,
+        # may still hold one. Starting them all could exhaust the machine.
+        limit = self._settings.max_instances_per_variant
+        if count <= limit:
+            return count
+        logger.warning(
+            "Production variant %s of endpoint %s asks for %d instances, more than the "
+            "limit of %d; starting %d. Restart with a higher --max-instances-per-variant "
+            "to allow more.",
+            variant_name,
+            fleet.endpoint_name,
+            count,
+            limit,
+            limit,
+        )
+        return limit
+
+    async def _fetch(
+        self, fleet: Fleet, variant_name: str, container: dict[str, Any], timeout: float
+    ) -> Path:
         key = fleet.endpoint_name.lower()
         model_dir = self._settings.endpoints_dir / key / fleet.deployment_id / variant_name
         url = container.get("ModelDataUrl") or _data_source_uri(container)
@@ -208,7 +245,14 @@ class FleetManager:
             model_dir.mkdir(parents=True, exist_ok=True)
             return model_dir
         logger.info("Fetching model data for %s/%s from %s", fleet.endpoint_name, variant_name, url)
-        await asyncio.to_thread(fetch_model_data, url, model_dir)
+        fetch = asyncio.to_thread(fetch_model_data, url, model_dir, timeout=timeout)
+        try:
+            # The fetch checks its deadline between reads, but one blocking call
+            # (an S3 download, a stalled read) may outlast it. The thread then
+            # stops at its next check and removes its partial files.
+            await asyncio.wait_for(fetch, timeout)
+        except TimeoutError:
+            raise download_timed_out(display_url(url), timeout) from None
         return model_dir
 
     def _multi_model(
@@ -259,6 +303,7 @@ class FleetManager:
             command=variant.rule.command,
             port=_free_port() if variant.rule.command else None,
             python=variant.python,
+            startup_timeout=variant.startup_timeout,
         )
         route = InstanceRoute(
             instance_id, spec.address, spec.workers, self._settings.max_queued_requests
@@ -274,7 +319,7 @@ class FleetManager:
                 instance.spec.instance_id, fleet.endpoint_name.lower(), process.pid, process.started
             )
         )
-        await process.wait_healthy(self._settings.startup_timeout)
+        await process.wait_healthy(instance.spec.startup_timeout)
         instance.route.healthy = True
         logger.info(
             "Instance %s of endpoint %s passed /ping",
