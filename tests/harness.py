@@ -218,6 +218,23 @@ def deploy(
     wait: bool = True,
 ) -> dict[str, Any]:
     """Create model, endpoint config and endpoint with boto3; wait for InService if asked."""
+    create_config(server, name, model_data, environment=environment, instance_count=instance_count)
+    sagemaker = server.client("sagemaker")
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if wait:
+        return wait_for_status(server, name, {"InService", "Failed"})
+    return dict(sagemaker.describe_endpoint(EndpointName=name))
+
+
+def create_config(
+    server: Server,
+    name: str,
+    model_data: str,
+    *,
+    environment: dict[str, str] | None = None,
+    instance_count: int = 1,
+) -> None:
+    """Create a model and an endpoint config with one variant, both called ``name``."""
     sagemaker = server.client("sagemaker")
     container: dict[str, Any] = {"Image": "sageport/sklearn", "ModelDataUrl": model_data}
     if environment:
@@ -238,10 +255,6 @@ def deploy(
             }
         ],
     )
-    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    if wait:
-        return wait_for_status(server, name, {"InService", "Failed"})
-    return dict(sagemaker.describe_endpoint(EndpointName=name))
 
 
 def wait_for_status(

@@ -19,10 +19,12 @@ import pytest
 
 from tests.harness import (
     Server,
+    create_config,
     deploy,
     free_port,
     started,
     wait_for_status,
+    wait_until,
     write_model,
 )
 
@@ -87,6 +89,44 @@ def test_sigterm_stops_instances_and_exits_zero(fresh_server: Server, tmp_path: 
     assert code == 0
     assert len(pids) == 1
     assert wait_gone(pids) == []
+
+
+# Writes a file when model_fn starts, then takes far longer than any test waits.
+HANGING_LOAD_MODEL = """
+import os
+import time
+
+def model_fn(model_dir):
+    open(os.environ["LOADING_FILE"], "w").close()
+    time.sleep(3600)
+"""
+
+SHUTDOWN_NOISE = ("Task exception was never retrieved", "Unclosed", "Traceback")
+
+
+@pytest.mark.parametrize("operation", ["create", "update"])
+def test_sigterm_during_start_is_quiet(
+    fresh_server: Server, tmp_path: Path, operation: str
+) -> None:
+    loading = tmp_path / "loading"
+    hanging = write_model(tmp_path / "hanging", HANGING_LOAD_MODEL)
+    create_config(fresh_server, "hanging", str(hanging), environment={"LOADING_FILE": str(loading)})
+    sagemaker = fresh_server.client("sagemaker")
+    if operation == "create":
+        sagemaker.create_endpoint(EndpointName="starting", EndpointConfigName="hanging")
+    else:
+        deploy(fresh_server, "starting", str(write_model(tmp_path / "echo", ECHO_MODEL)))
+        sagemaker.update_endpoint(EndpointName="starting", EndpointConfigName="hanging")
+    assert wait_until(loading.exists)
+    pids = fresh_server.instance_pids()
+
+    code = fresh_server.stop(signal.SIGTERM)
+
+    assert code == 0
+    assert wait_gone(pids) == []
+    log = fresh_server.output()
+    for noise in SHUTDOWN_NOISE:
+        assert noise not in log, log
 
 
 def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: Path) -> None:
