@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -279,6 +280,31 @@ def test_second_server_on_same_data_dir_refused(fresh_server: Server, tmp_path: 
     assert f"pid {fresh_server.process.pid if fresh_server.process else ''}" in second.stderr
     assert fresh_server.instance_pids() == pids
     assert invoke_echo(fresh_server, "guarded") == b"echo:hi"
+
+
+def test_busy_port_refused_before_instances_start(fresh_server: Server, tmp_path: Path) -> None:
+    deploy(fresh_server, "recoverable", str(write_model(tmp_path, ECHO_MODEL)))
+    assert fresh_server.stop(signal.SIGTERM) == 0
+
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        port = occupant.getsockname()[1]
+        second = subprocess.run(
+            [sys.executable, "-m", "sageport", "serve", "--port", str(port),
+             "--data-dir", str(fresh_server.data_dir)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    errors = [line for line in second.stderr.splitlines() if "Error" in line]
+    assert second.returncode == 5
+    assert errors == [
+        f"Error: Cannot listen on 127.0.0.1:{port}: the address is already in use. Stop the "
+        "program that uses it, or choose another --port (or SAGEPORT_PORT)."
+    ]
+    assert "Traceback" not in second.stderr
+    assert "Started instance" not in second.stderr
+    assert "Deploying endpoint" not in second.stderr
 
 
 @pytest.fixture
