@@ -60,9 +60,8 @@ class ResponseStream:
         self.variant = variant
         self.instance = instance
         content_type = response.headers.get(b"content-type")
-        custom_attributes = response.headers.get(b"x-amzn-sagemaker-custom-attributes")
         self.content_type = content_type.decode("latin-1") if content_type else DEFAULT_CONTENT_TYPE
-        self.custom_attributes = relayed_custom_attributes(route, custom_attributes)
+        self.custom_attributes = relayed_custom_attributes(route, response.headers)
         self.bytes_relayed = 0
         self._response = response
         self.deadline = _stream_deadline(response, variant.timeout)

@@ -30,7 +30,12 @@ import httptools
 
 # Response headers the data plane reads; the rest are dropped while parsing.
 _KEPT_HEADERS = frozenset(
-    {b"content-type", b"x-amzn-sagemaker-custom-attributes", b"x-sageport-model-latency-us"}
+    {
+        b"content-type",
+        b"x-amzn-sagemaker-custom-attributes",
+        b"x-sageport-custom-attributes-unsendable",
+        b"x-sageport-model-latency-us",
+    }
 )
 
 
