@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,14 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import BEHAVIOUR_MODEL, ConnectionRecorder, SignInServer
-from tests.harness import REPO, Server, deploy, wait_for_status, write_model
+from tests.harness import (
+    REPO,
+    Server,
+    client_environment,
+    deploy,
+    wait_for_status,
+    write_model,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -309,6 +318,49 @@ def test_copy_as_code_has_no_credential(
         assert "trace=on" in snippet
         for secret in ("AKIDSAGEPORTTEST", "sageport-test-secret", "Credential="):
             assert secret not in snippet, (label, snippet)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "expected"),
+    [
+        ("json", '{\n  "quote": "it\'s",\n  "copy": true\n}', {"quote": "it's", "copy": True}),
+        ("text", "line one\nit's line two\n", {"text": "line one\nit's line two\n"}),
+    ],
+)
+def test_cli_snippet_runs_on_project_cli(
+    page: Any,
+    console_server: Server,
+    behaviour_endpoint: str,
+    tmp_path: Path,
+    kind: str,
+    body: str,
+    expected: dict[str, Any],
+) -> None:
+    open_test_tab(page, console_server, behaviour_endpoint)
+    page.get_by_label("Body type").select_option(kind)
+    set_body(page, body)
+    add_first_header(page, "X-Amzn-SageMaker-Custom-Attributes", "trace=on")
+    card = send_and_wait(page, "Complete")
+    card.get_by_role("button", name="Copy as AWS CLI").click()
+    snippet = card.locator("pre.snippet").inner_text()
+
+    # The AWS CLI that the project installs (v1), as a user's shell finds it.
+    environment = client_environment(console_server.url)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    result = subprocess.run(
+        ["bash", "-c", snippet],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "--cli-binary-format" not in snippet
+    response = json.loads((tmp_path / "response.out").read_text())
+    assert response["echo"] == expected
+    assert response["content_type"] == page.get_by_label("Content-Type").input_value()
 
 
 def test_status_filter_and_double_click(
