@@ -443,6 +443,33 @@ def test_file_body_sent_as_raw_bytes(
     assert "file row.txt" in card.locator(".card-title").inner_text()
 
 
+def test_body_type_keeps_user_accept(
+    page: Any, console_server: Server, behaviour_endpoint: str
+) -> None:
+    open_test_tab(page, console_server, behaviour_endpoint)
+    body_type = page.get_by_label("Body type")
+    content_type = page.get_by_label("Content-Type")
+    accept = page.get_by_label("Accept", exact=True)
+
+    # Accept is the response type, chosen apart from the body, as in SageMaker
+    # Studio, so choosing a body type changes only Content-Type.
+    body_type.select_option("csv")
+    expect(content_type).to_have_value("text/csv")
+    expect(accept).to_have_value("application/json")
+    accept.fill("text/csv")
+    for kind, expected_content_type in (("text", "text/plain"), ("json", "application/json")):
+        body_type.select_option(kind)
+        expect(content_type).to_have_value(expected_content_type)
+        expect(accept).to_have_value("text/csv")
+    suggestions = page.locator(f"datalist#{accept.get_attribute('list')} option")
+    offered = [option.get_attribute("value") for option in suggestions.all()]
+    hint = page.locator(f"#{accept.get_attribute('aria-describedby')}").inner_text()
+
+    assert "application/json" in offered
+    assert "text/csv" in offered
+    assert "Body type sets only Content-Type" in hint
+
+
 def test_last_request_survives_reload_and_reruns(
     page: Any, console_server: Server, behaviour_endpoint: str
 ) -> None:
