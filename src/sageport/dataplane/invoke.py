@@ -74,7 +74,7 @@ async def invoke(
     if variant.multi_model is not None or "X-Amzn-SageMaker-Target-Model" in headers:
         from sageport.dataplane.multimodel import invoke_model
 
-        return await invoke_model(route, variant, body, headers)
+        return await invoke_model(route, variant, body, headers, caller_gone)
     forwarded = [
         (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
     ]

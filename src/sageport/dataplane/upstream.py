@@ -302,14 +302,19 @@ class UpstreamPool:
         return await self._send(connection, _request_head(b"GET", path, [], 0), b"", timeout)
 
     async def open_stream(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        caller_gone: Callable[[], Awaitable[object]] | None = None,
     ) -> UpstreamStream:
         """Send ``POST path`` and return once the response head arrived.
 
         The caller reads the body with ``read_part`` and must ``release()`` the
         stream. Cancelling this call (e.g. by a timeout) closes the connection.
+        ``caller_gone`` drops a queued request as in ``post``.
         """
-        connection = await self._acquire()
+        connection = await self._acquire(caller_gone)
         stream = UpstreamStream(self, connection)
         connection.stream = stream
         try:
