@@ -197,6 +197,36 @@ def started(server: Server) -> Iterator[Server]:
         server.stop()
 
 
+# Appends a line to the file that the request body names, then keeps its
+# worker busy for a second, so that further requests queue in the server.
+COUNTING_MODEL = """
+import time
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, data, content_type, accept):
+    with open(data.decode(), "a") as calls:
+        calls.write("call\\n")
+    time.sleep(1)
+    return b"done", "text/plain"
+"""
+
+
+def send_and_hang_up(
+    server: Server, path: str, body: bytes, headers: dict[str, str], count: int
+) -> None:
+    """Send ``count`` raw POST requests, each closing its connection without reading a byte."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{head}"
+        f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(request)
+
+
 def write_model(directory: Path, inference_py: str, files: dict[str, bytes] | None = None) -> Path:
     """Package ``code/inference.py`` (and extra files) as ``model.tar.gz``; return its path."""
     source = directory / "source"
@@ -221,6 +251,23 @@ def deploy(
     wait: bool = True,
 ) -> dict[str, Any]:
     """Create model, endpoint config and endpoint with boto3; wait for InService if asked."""
+    create_config(server, name, model_data, environment=environment, instance_count=instance_count)
+    sagemaker = server.client("sagemaker")
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if wait:
+        return wait_for_status(server, name, {"InService", "Failed"})
+    return dict(sagemaker.describe_endpoint(EndpointName=name))
+
+
+def create_config(
+    server: Server,
+    name: str,
+    model_data: str,
+    *,
+    environment: dict[str, str] | None = None,
+    instance_count: int = 1,
+) -> None:
+    """Create a model and an endpoint config with one variant, both called ``name``."""
     sagemaker = server.client("sagemaker")
     container: dict[str, Any] = {"Image": "sageport/sklearn", "ModelDataUrl": model_data}
     if environment:
@@ -241,10 +288,6 @@ def deploy(
             }
         ],
     )
-    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    if wait:
-        return wait_for_status(server, name, {"InService", "Failed"})
-    return dict(sagemaker.describe_endpoint(EndpointName=name))
 
 
 def wait_for_status(

@@ -22,6 +22,7 @@ from sageport.store.lock import DataDirectoryInUse
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_IN_USE = 4
+EXIT_CANNOT_LISTEN = 5
 
 
 def _default_data_dir() -> Path:
@@ -230,7 +231,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Run the server in the foreground until SIGINT or SIGTERM."""
-    from sageport.server import run
+    from sageport.server import CannotListen, run
 
     if not (len(account_id) == 12 and account_id.isdigit()):
         raise click.BadParameter("must be 12 digits, e.g. 123456789012", param_hint="--account-id")
@@ -274,6 +275,9 @@ def serve(
     except DataDirectoryInUse as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_IN_USE)
+    except CannotListen as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CANNOT_LISTEN)
 
 
 # Every option of serve reads an environment variable; --help names it.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -19,21 +22,89 @@ from sageport.store.lock import lock_data_directory
 logger = logging.getLogger("sageport.server")
 
 
+class CannotListen(Exception):
+    """A failure to bind the server's address, raised before anything has started."""
+
+
 def run(settings: Settings, log_level: str = "info") -> None:
     """Serve until a signal arrives; uvicorn then stops accepting, finishes
     in-flight requests and runs the lifespan shutdown, which stops instances.
 
-    Raises DataDirectoryInUse, before touching any process or the store, when
-    another server runs on the same data directory.
+    Raises DataDirectoryInUse when another server runs on the same data
+    directory, and CannotListen when the address cannot be bound. Both are
+    raised before the store opens or any instance starts.
     """
     lock = lock_data_directory(settings.data_dir)
     try:
-        _serve(settings, log_level)
+        listeners = bind_listeners(settings.host, settings.port)
+        try:
+            _serve(settings, log_level, listeners)
+        finally:
+            for listener in listeners:
+                listener.close()
     finally:
         lock.close()
 
 
-def _serve(settings: Settings, log_level: str) -> None:
+def bind_listeners(host: str, port: int) -> list[socket.socket]:
+    """Bind and listen on every address ``host`` resolves to, as asyncio's create_server does.
+
+    uvicorn binds only after the application's startup, which recovers the
+    data directory's endpoints and starts their instances. Binding first lets
+    a busy port stop the server before anything starts.
+    """
+    address = _display_address(host, port)
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise CannotListen(
+            f"Cannot listen on {address}: the host name could not be resolved ({exc.strerror}). "
+            "Choose another --host (or SAGEPORT_HOST)."
+        ) from None
+
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, protocol, _, socket_address in dict.fromkeys(infos):
+            listeners.append(_bind(family, kind, protocol, socket_address, address))
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def _bind(
+    family: int, kind: int, protocol: int, socket_address: tuple[Any, ...], address: str
+) -> socket.socket:
+    listener = socket.socket(family, kind, protocol)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # As asyncio does: an IPv6 socket must not also claim the IPv4 port.
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        listener.bind(socket_address)
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(
+                f"Cannot listen on {address}: the address is already in use. Stop the program "
+                "that uses it, or choose another --port (or SAGEPORT_PORT)."
+            ) from None
+        raise CannotListen(
+            f"Cannot listen on {address}: {exc.strerror}. "
+            "Choose another --host or --port (or SAGEPORT_HOST, SAGEPORT_PORT)."
+        ) from None
+    return listener
+
+
+def _display_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _serve(settings: Settings, log_level: str, listeners: list[socket.socket]) -> None:
     app = Application(settings)
     server_config = uvicorn.Config(
         app,
@@ -55,7 +126,7 @@ def _serve(settings: Settings, log_level: str) -> None:
     if settings.auth_mode == "sigv4":
         app.console_sign_in.publish_token(settings.data_dir, sys.stderr)
     try:
-        _Server(server_config).run()
+        _Server(server_config).run(sockets=listeners)
     finally:
         # The server may have switched to sigv4, and published a token, after start.
         app.console_sign_in.withdraw_token()
@@ -82,6 +153,16 @@ class _Server(uvicorn.Server):
     would die of the signal. A clean stop here exits 0, as a supervisor (and
     the ``serve`` contract) expects.
     """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # uvicorn logs its address only for sockets it binds itself.
+        if self.started:
+            for listener in sockets or ():
+                host, port = listener.getsockname()[:2]
+                logger.info(
+                    "Listening on http://%s (press Ctrl+C to stop)", _display_address(host, port)
+                )
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,14 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import BEHAVIOUR_MODEL, ConnectionRecorder, SignInServer
-from tests.harness import REPO, Server, deploy, wait_for_status, write_model
+from tests.harness import (
+    REPO,
+    Server,
+    client_environment,
+    deploy,
+    wait_for_status,
+    write_model,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -311,6 +320,49 @@ def test_copy_as_code_has_no_credential(
             assert secret not in snippet, (label, snippet)
 
 
+@pytest.mark.parametrize(
+    ("kind", "body", "expected"),
+    [
+        ("json", '{\n  "quote": "it\'s",\n  "copy": true\n}', {"quote": "it's", "copy": True}),
+        ("text", "line one\nit's line two\n", {"text": "line one\nit's line two\n"}),
+    ],
+)
+def test_cli_snippet_runs_on_project_cli(
+    page: Any,
+    console_server: Server,
+    behaviour_endpoint: str,
+    tmp_path: Path,
+    kind: str,
+    body: str,
+    expected: dict[str, Any],
+) -> None:
+    open_test_tab(page, console_server, behaviour_endpoint)
+    page.get_by_label("Body type").select_option(kind)
+    set_body(page, body)
+    add_first_header(page, "X-Amzn-SageMaker-Custom-Attributes", "trace=on")
+    card = send_and_wait(page, "Complete")
+    card.get_by_role("button", name="Copy as AWS CLI").click()
+    snippet = card.locator("pre.snippet").inner_text()
+
+    # The AWS CLI that the project installs (v1), as a user's shell finds it.
+    environment = client_environment(console_server.url)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    result = subprocess.run(
+        ["bash", "-c", snippet],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "--cli-binary-format" not in snippet
+    response = json.loads((tmp_path / "response.out").read_text())
+    assert response["echo"] == expected
+    assert response["content_type"] == page.get_by_label("Content-Type").input_value()
+
+
 def test_status_filter_and_double_click(
     page: Any, console_server: Server, behaviour_endpoint: str, tmp_path: Path
 ) -> None:
@@ -389,6 +441,33 @@ def test_file_body_sent_as_raw_bytes(
 
     assert "raw bytes here" in card.inner_text()
     assert "file row.txt" in card.locator(".card-title").inner_text()
+
+
+def test_body_type_keeps_user_accept(
+    page: Any, console_server: Server, behaviour_endpoint: str
+) -> None:
+    open_test_tab(page, console_server, behaviour_endpoint)
+    body_type = page.get_by_label("Body type")
+    content_type = page.get_by_label("Content-Type")
+    accept = page.get_by_label("Accept", exact=True)
+
+    # Accept is the response type, chosen apart from the body, as in SageMaker
+    # Studio, so choosing a body type changes only Content-Type.
+    body_type.select_option("csv")
+    expect(content_type).to_have_value("text/csv")
+    expect(accept).to_have_value("application/json")
+    accept.fill("text/csv")
+    for kind, expected_content_type in (("text", "text/plain"), ("json", "application/json")):
+        body_type.select_option(kind)
+        expect(content_type).to_have_value(expected_content_type)
+        expect(accept).to_have_value("text/csv")
+    suggestions = page.locator(f"datalist#{accept.get_attribute('list')} option")
+    offered = [option.get_attribute("value") for option in suggestions.all()]
+    hint = page.locator(f"#{accept.get_attribute('aria-describedby')}").inner_text()
+
+    assert "application/json" in offered
+    assert "text/csv" in offered
+    assert "Body type sets only Content-Type" in hint
 
 
 def test_last_request_survives_reload_and_reruns(

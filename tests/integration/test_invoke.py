@@ -456,24 +456,64 @@ def test_control_characters_in_custom_attributes_rejected(
     assert "is not valid HTTP/1.1" in error_of(excinfo)["Error"]["Message"]
 
 
-def test_invalid_response_custom_attributes_dropped(server: Server, tmp_path: Path) -> None:
-    archive = write_model(
-        tmp_path,
-        """
+# The model sends back the request body as its custom attributes.
+ATTRIBUTES_MODEL = """
 def model_fn(model_dir):
     return None
 
 def transform_fn(model, data, content_type, accept, context):
-    context.response_custom_attributes = "x" * 2000
+    context.response_custom_attributes = data.decode()
     return b"ok", "text/plain"
-""",
-    )
-    deploy(server, "long-attributes", str(archive))
+"""
 
-    response = invoke(server, "long-attributes", b"x", ContentType="text/plain")
+DROPPED_ATTRIBUTES_WARNING = "returned custom attributes that are not visible ASCII"
+
+
+@pytest.fixture(scope="module")
+def attributes_endpoint(server: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
+    archive = write_model(tmp_path_factory.mktemp("attributes"), ATTRIBUTES_MODEL)
+    description = deploy(server, "attributes-echo", str(archive))
+    assert description["EndpointStatus"] == "InService", description
+    return "attributes-echo"
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    ["x" * 2000, "a\r\nX-Injected: 1", "a\nb", "a\rb", "a\x00b", "caf\u00e9", "snow\u2603man"],
+    ids=["too-long", "crlf", "lf", "cr", "nul", "latin-1", "non-latin-1"],
+)
+def test_invalid_response_custom_attributes_dropped(
+    server: Server, attributes_endpoint: str, attributes: str
+) -> None:
+    warnings_before = server.output().count(DROPPED_ATTRIBUTES_WARNING)
+
+    response = invoke(server, attributes_endpoint, attributes.encode(), ContentType="text/plain")
 
     assert response["Body"] == b"ok"
     assert "CustomAttributes" not in response
+    assert server.output().count(DROPPED_ATTRIBUTES_WARNING) == warnings_before + 1
+
+
+def test_line_break_attributes_dropped_from_stream(
+    server: Server, attributes_endpoint: str
+) -> None:
+    runtime = server.client("sagemaker-runtime")
+    warnings_before = server.output().count(DROPPED_ATTRIBUTES_WARNING)
+
+    response = runtime.invoke_endpoint_with_response_stream(
+        EndpointName=attributes_endpoint, Body=b"a\r\nX-Injected: 1", ContentType="text/plain"
+    )
+    parts = [event["PayloadPart"]["Bytes"] for event in response["Body"]]
+
+    assert parts == [b"ok"]
+    assert "CustomAttributes" not in response
+    assert server.output().count(DROPPED_ATTRIBUTES_WARNING) == warnings_before + 1
+
+
+def test_valid_response_custom_attributes_relayed(server: Server, attributes_endpoint: str) -> None:
+    response = invoke(server, attributes_endpoint, b"trace=on; id=7", ContentType="text/plain")
+
+    assert response["CustomAttributes"] == "trace=on; id=7"
 
 
 def test_instance_environment_has_no_server_secrets(tmp_path: Path) -> None:

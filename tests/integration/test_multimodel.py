@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.harness import Server, deploy, wait_for_status, wait_until, write_model
+from tests.harness import (
+    COUNTING_MODEL,
+    Server,
+    deploy,
+    send_and_hang_up,
+    wait_for_status,
+    wait_until,
+    write_model,
+)
 
 # model_fn appends the model's name to LOG, so a test can count loads.
 INFERENCE = """
@@ -353,3 +361,37 @@ def test_resize_removes_link_dirs(server: Server, tmp_path: Path) -> None:
     assert len(after) == 1
     assert after[0] in before
     assert again == {"model": "fast", "input": 3}
+
+
+def test_abandoned_queued_model_calls_never_run(server: Server, tmp_path: Path) -> None:
+    prefix = tmp_path / "models"
+    prefix.mkdir()
+    shutil.move(write_model(tmp_path, COUNTING_MODEL), prefix / "counting.tar.gz")
+    deploy_multi_model(server, "abandoned-models", prefix)
+    calls = tmp_path / "calls.txt"
+    body = str(calls).encode()
+    runtime = server.client("sagemaker-runtime")
+
+    def call() -> bytes:
+        response = runtime.invoke_endpoint(
+            EndpointName="abandoned-models",
+            TargetModel="counting.tar.gz",
+            Body=body,
+            ContentType="text/plain",
+        )
+        return bytes(response["Body"].read())
+
+    first: list[bytes] = []
+    thread = threading.Thread(target=lambda: first.append(call()))
+    thread.start()
+    assert wait_until(calls.exists)
+
+    # Five callers send a request while the only worker is busy, then hang up.
+    target = {"X-Amzn-SageMaker-Target-Model": "counting.tar.gz"}
+    send_and_hang_up(server, "/endpoints/abandoned-models/invocations", body, target, count=5)
+    thread.join(timeout=30)
+    last = call()
+
+    assert first == [b"done"]
+    assert last == b"done"
+    assert calls.read_text().count("call") == 2

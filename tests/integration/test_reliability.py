@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -15,7 +14,15 @@ import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.harness import Server, deploy, started, wait_until, write_model
+from tests.harness import (
+    COUNTING_MODEL,
+    Server,
+    deploy,
+    send_and_hang_up,
+    started,
+    wait_until,
+    write_model,
+)
 
 ECHO_MODEL = """
 def model_fn(model_dir):
@@ -230,39 +237,23 @@ def test_idle_instance_keeps_passing_checks(tuned_server: Server, tmp_path: Path
     assert outcome(tuned_server, "idle") == "ok"
 
 
-COUNTING_MODEL = """
-import time
-
-def model_fn(model_dir):
-    return None
-
-def transform_fn(model, data, content_type, accept):
-    with open(data.decode(), "a") as calls:
-        calls.write("call\\n")
-    time.sleep(1)
-    return b"done", "text/plain"
-"""
-
-
-def test_abandoned_queued_requests_never_reach_model(server: Server, tmp_path: Path) -> None:
-    deploy(server, "abandoned", str(write_model(tmp_path, COUNTING_MODEL)))
+@pytest.mark.parametrize("action", ["invocations", "invocations-response-stream"])
+def test_abandoned_queued_requests_never_reach_model(
+    server: Server, tmp_path: Path, action: str
+) -> None:
+    name = f"abandoned-{action}"
+    deploy(server, name, str(write_model(tmp_path, COUNTING_MODEL)))
     calls = tmp_path / "calls.txt"
     body = str(calls).encode()
     first: list[str] = []
-    thread = threading.Thread(target=lambda: first.append(outcome(server, "abandoned", body)))
+    thread = threading.Thread(target=lambda: first.append(outcome(server, name, body)))
     thread.start()
     assert wait_until(calls.exists)
 
     # Five callers send a request while the only worker is busy, then hang up.
-    request = (
-        b"POST /endpoints/abandoned/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: text/plain\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
-    ) + body
-    for _ in range(5):
-        with socket.create_connection(("127.0.0.1", server.port)) as sock:
-            sock.sendall(request)
+    send_and_hang_up(server, f"/endpoints/{name}/{action}", body, {}, count=5)
     thread.join(timeout=30)
-    last = outcome(server, "abandoned", body)
+    last = outcome(server, name, body)
 
     assert first == ["ok"]
     assert last == "ok"

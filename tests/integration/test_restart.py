@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,10 +20,12 @@ import pytest
 
 from tests.harness import (
     Server,
+    create_config,
     deploy,
     free_port,
     started,
     wait_for_status,
+    wait_until,
     write_model,
 )
 
@@ -87,6 +90,44 @@ def test_sigterm_stops_instances_and_exits_zero(fresh_server: Server, tmp_path: 
     assert code == 0
     assert len(pids) == 1
     assert wait_gone(pids) == []
+
+
+# Writes a file when model_fn starts, then takes far longer than any test waits.
+HANGING_LOAD_MODEL = """
+import os
+import time
+
+def model_fn(model_dir):
+    open(os.environ["LOADING_FILE"], "w").close()
+    time.sleep(3600)
+"""
+
+SHUTDOWN_NOISE = ("Task exception was never retrieved", "Unclosed", "Traceback")
+
+
+@pytest.mark.parametrize("operation", ["create", "update"])
+def test_sigterm_during_start_is_quiet(
+    fresh_server: Server, tmp_path: Path, operation: str
+) -> None:
+    loading = tmp_path / "loading"
+    hanging = write_model(tmp_path / "hanging", HANGING_LOAD_MODEL)
+    create_config(fresh_server, "hanging", str(hanging), environment={"LOADING_FILE": str(loading)})
+    sagemaker = fresh_server.client("sagemaker")
+    if operation == "create":
+        sagemaker.create_endpoint(EndpointName="starting", EndpointConfigName="hanging")
+    else:
+        deploy(fresh_server, "starting", str(write_model(tmp_path / "echo", ECHO_MODEL)))
+        sagemaker.update_endpoint(EndpointName="starting", EndpointConfigName="hanging")
+    assert wait_until(loading.exists)
+    pids = fresh_server.instance_pids()
+
+    code = fresh_server.stop(signal.SIGTERM)
+
+    assert code == 0
+    assert wait_gone(pids) == []
+    log = fresh_server.output()
+    for noise in SHUTDOWN_NOISE:
+        assert noise not in log, log
 
 
 def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: Path) -> None:
@@ -239,6 +280,31 @@ def test_second_server_on_same_data_dir_refused(fresh_server: Server, tmp_path: 
     assert f"pid {fresh_server.process.pid if fresh_server.process else ''}" in second.stderr
     assert fresh_server.instance_pids() == pids
     assert invoke_echo(fresh_server, "guarded") == b"echo:hi"
+
+
+def test_busy_port_refused_before_instances_start(fresh_server: Server, tmp_path: Path) -> None:
+    deploy(fresh_server, "recoverable", str(write_model(tmp_path, ECHO_MODEL)))
+    assert fresh_server.stop(signal.SIGTERM) == 0
+
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        port = occupant.getsockname()[1]
+        second = subprocess.run(
+            [sys.executable, "-m", "sageport", "serve", "--port", str(port),
+             "--data-dir", str(fresh_server.data_dir)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    errors = [line for line in second.stderr.splitlines() if "Error" in line]
+    assert second.returncode == 5
+    assert errors == [
+        f"Error: Cannot listen on 127.0.0.1:{port}: the address is already in use. Stop the "
+        "program that uses it, or choose another --port (or SAGEPORT_PORT)."
+    ]
+    assert "Traceback" not in second.stderr
+    assert "Started instance" not in second.stderr
+    assert "Deploying endpoint" not in second.stderr
 
 
 @pytest.fixture

@@ -55,7 +55,10 @@ def transform_fn(model, data, content_type, accept, context):
 
     if case == "empty":
         return iter(()), "text/plain"
-    context.response_custom_attributes = "✓" if case == "bad-header" else "streamed=yes"
+    if case == "bad-header":
+        context.set_response_header(0, "X-Mark", "✓")
+    else:
+        context.response_custom_attributes = "streamed=yes"
     return parts(), "text/event-stream"
 """
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
@@ -74,7 +74,7 @@ async def invoke(
     if variant.multi_model is not None or "X-Amzn-SageMaker-Target-Model" in headers:
         from sageport.dataplane.multimodel import invoke_model
 
-        return await invoke_model(route, variant, body, headers)
+        return await invoke_model(route, variant, body, headers, caller_gone)
     forwarded = [
         (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
     ]
@@ -120,12 +120,18 @@ def valid_custom_attributes(value: str) -> bool:
     return len(value) <= MAX_CUSTOM_ATTRIBUTES and all(ord(c) in _VISIBLE_ASCII for c in value)
 
 
-def relayed_custom_attributes(route: EndpointRoute, raw: bytes | None) -> str | None:
-    """Return the model's custom attributes for the caller, or None if missing or invalid."""
-    if raw is None:
+def relayed_custom_attributes(route: EndpointRoute, headers: Mapping[bytes, bytes]) -> str | None:
+    """Return the model's custom attributes for the caller, or None if missing or invalid.
+
+    The built-in runtime sends X-Sageport-Custom-Attributes-Unsendable instead
+    of a value that no HTTP header can carry, such as one with a line break.
+    """
+    raw = headers.get(b"x-amzn-sagemaker-custom-attributes")
+    unsendable = b"x-sageport-custom-attributes-unsendable" in headers
+    if raw is None and not unsendable:
         return None
-    value = raw.decode("latin-1")
-    if valid_custom_attributes(value):
+    value = None if raw is None else raw.decode("latin-1")
+    if value is not None and valid_custom_attributes(value):
         return value
     logger.warning(
         "Endpoint %s returned custom attributes that are not visible ASCII of at most %d "
@@ -147,9 +153,7 @@ def invocation_result(
         body=response.body,
         content_type=content_type.decode("latin-1") if content_type else DEFAULT_CONTENT_TYPE,
         variant=variant.name,
-        custom_attributes=relayed_custom_attributes(
-            route, headers.get(b"x-amzn-sagemaker-custom-attributes")
-        ),
+        custom_attributes=relayed_custom_attributes(route, headers),
         model_latency_us=int(latency) if latency and latency.isdigit() else None,
         upstream_us=upstream_us,
     )

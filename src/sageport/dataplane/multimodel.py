@@ -34,6 +34,7 @@ import os
 import shutil
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -319,9 +320,16 @@ class MultiModelVariant:
 
 
 async def invoke_model(
-    route: EndpointRoute, variant: VariantRoute, body: bytes, headers: dict[str, str]
+    route: EndpointRoute,
+    variant: VariantRoute,
+    body: bytes,
+    headers: dict[str, str],
+    caller_gone: Callable[[], Awaitable[object]] | None = None,
 ) -> InvocationResult:
-    """Invoke the model that TargetModel names on a multi-model production variant."""
+    """Invoke the model that TargetModel names on a multi-model production variant.
+
+    ``caller_gone`` drops a request still queued for the instance, as in ``invoke``.
+    """
     models = variant.multi_model
     name = headers.get(TARGET_MODEL_HEADER)
     if models is None:
@@ -350,7 +358,9 @@ async def invoke_model(
         headers_out = [*forwarded, (MODEL_URL_HEADER, str(link).encode())]
         loaded.in_flight += 1
         try:
-            response = await _post(route, instance, path, headers_out, body, variant.timeout)
+            response = await _post(
+                route, instance, path, headers_out, body, variant.timeout, caller_gone
+            )
         except TimeoutError:
             raise timed_out_error(route, variant) from None
         except UpstreamDisconnected as exc:
@@ -423,10 +433,11 @@ async def _post(
     headers: list[tuple[bytes, bytes]],
     body: bytes,
     timeout: float,
+    caller_gone: Callable[[], Awaitable[object]] | None = None,
 ) -> UpstreamResponse:
     instance.in_flight += 1
     try:
-        return await instance.upstream.post(path, headers, body, timeout)
+        return await instance.upstream.post(path, headers, body, timeout, caller_gone)
     except UpstreamConnectError as exc:
         mark_unreachable(route, instance, exc)
         raise ServiceUnavailable(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 # Both operations share InvokeEndpoint's instance choice and error wording.
 from sageport.dataplane.invoke import (
@@ -60,9 +60,8 @@ class ResponseStream:
         self.variant = variant
         self.instance = instance
         content_type = response.headers.get(b"content-type")
-        custom_attributes = response.headers.get(b"x-amzn-sagemaker-custom-attributes")
         self.content_type = content_type.decode("latin-1") if content_type else DEFAULT_CONTENT_TYPE
-        self.custom_attributes = relayed_custom_attributes(route, custom_attributes)
+        self.custom_attributes = relayed_custom_attributes(route, response.headers)
         self.bytes_relayed = 0
         self._response = response
         self.deadline = _stream_deadline(response, variant.timeout)
@@ -147,12 +146,15 @@ async def open_stream(
     body: bytes,
     headers: dict[str, str],
     target_variant: str | None,
+    caller_gone: Callable[[], Awaitable[object]] | None = None,
 ) -> ResponseStream:
     """Send one invocation and wait for the first part of a 200 response.
 
     Raises the errors InvokeEndpoint raises when the instance cannot be
     reached, returns a non-2xx status, or fails before the first part.
-    The caller must ``close()`` the stream it gets.
+    The caller must ``close()`` the stream it gets. ``caller_gone`` returns
+    when the caller disconnects, and a request still queued then raises
+    CallerGone and never reaches the model.
     """
     variant = route.pick_variant(target_variant)
     if variant.multi_model is not None:
@@ -161,7 +163,7 @@ async def open_stream(
             "InvokeEndpointWithResponseStream cannot name a TargetModel. Use InvokeEndpoint."
         )
     headers.setdefault("Content-Type", DEFAULT_CONTENT_TYPE)
-    instance, response = await _post(route, variant, body, headers)
+    instance, response = await _post(route, variant, body, headers, caller_gone)
 
     stream = ResponseStream(route, variant, instance, response)
     try:
@@ -182,7 +184,11 @@ async def open_stream(
 
 
 async def _post(
-    route: EndpointRoute, variant: VariantRoute, body: bytes, headers: dict[str, str]
+    route: EndpointRoute,
+    variant: VariantRoute,
+    body: bytes,
+    headers: dict[str, str],
+    caller_gone: Callable[[], Awaitable[object]] | None,
 ) -> tuple[InstanceRoute, UpstreamStream]:
     """Send the request to the least busy instance, which keeps an in-flight slot on success."""
     forwarded = [
@@ -195,7 +201,8 @@ async def _post(
         instance.in_flight += 1
         try:
             response = await asyncio.wait_for(
-                instance.upstream.open_stream(b"/invocations", forwarded, body), variant.timeout
+                instance.upstream.open_stream(b"/invocations", forwarded, body, caller_gone),
+                variant.timeout,
             )
         except UpstreamConnectError as exc:
             # Nothing reached the model, so another instance may take the request.

@@ -31,7 +31,12 @@ import httptools
 
 # Response headers the data plane reads; the rest are dropped while parsing.
 _KEPT_HEADERS = frozenset(
-    {b"content-type", b"x-amzn-sagemaker-custom-attributes", b"x-sageport-model-latency-us"}
+    {
+        b"content-type",
+        b"x-amzn-sagemaker-custom-attributes",
+        b"x-sageport-custom-attributes-unsendable",
+        b"x-sageport-model-latency-us",
+    }
 )
 
 
@@ -306,14 +311,19 @@ class UpstreamPool:
         return await self._send(connection, _request_head(b"GET", path, [], 0), b"", timeout)
 
     async def open_stream(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        caller_gone: Callable[[], Awaitable[object]] | None = None,
     ) -> UpstreamStream:
         """Send ``POST path`` and return once the response head arrived.
 
         The caller reads the body with ``read_part`` and must ``release()`` the
         stream. Cancelling this call (e.g. by a timeout) closes the connection.
+        ``caller_gone`` drops a queued request as in ``post``.
         """
-        connection = await self._acquire()
+        connection = await self._acquire(caller_gone)
         stream = UpstreamStream(self, connection)
         connection.stream = stream
         try:

@@ -160,7 +160,7 @@ class RuntimeAPI:
             raise ValidationError(f"Endpoint {name} of account {self._account_id} not found.")
 
         if streaming:
-            stream = await open_stream(route, body, forwarded, target_variant)
+            stream = await open_stream(route, body, forwarded, target_variant, receive)
             return 200, stream_headers(stream), stream
 
         caller_gone = caller_gone_watch(scope, receive)

@@ -424,14 +424,21 @@ class FleetManager:
 
 
 async def _all_or_none(coroutines: list[Coroutine[Any, Any, None]]) -> None:
-    """Run coroutines together; on the first failure cancel the rest and raise it."""
+    """Run coroutines together; on the first failure cancel the rest and raise it.
+
+    When the caller is cancelled (the server stops during a start), the tasks
+    are cancelled and awaited too. Left running, each would fail once its
+    instance is stopped, and nothing would retrieve that exception.
+    """
     tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
     if not tasks:
         return
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     for task in done:
         exception = task.exception()
         if exception is not None:

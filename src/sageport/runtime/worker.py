@@ -45,6 +45,9 @@ logger = logging.getLogger("sageport.runtime")
 _PLAIN_TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _LATENCY_HEADER = "X-Sageport-Model-Latency-Us"
 _CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+# Sent in place of custom attributes that no HTTP header can carry, so that
+# the server drops them with the warning it logs for every invalid value.
+_UNSENDABLE_CUSTOM_ATTRIBUTES_HEADER = "X-Sageport-Custom-Attributes-Unsendable"
 # accept() errors that concern one connection or a passing resource shortage.
 _RETRYABLE_ACCEPT_ERRORS = frozenset(
     {errno.ECONNABORTED, errno.EPROTO, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -231,7 +234,7 @@ class InvocationServer:
         if context is not None:
             if context.response_custom_attributes is not None:
                 response.headers.append(
-                    (_CUSTOM_ATTRIBUTES_HEADER, context.response_custom_attributes)
+                    _custom_attributes_header(context.response_custom_attributes)
                 )
             response.headers.extend(context.response_headers.items())
         return response
@@ -335,3 +338,20 @@ def _method_not_allowed(request: Request, allowed: str) -> Response:
     response = _error(405, f"{request.method} {request.path} is not allowed; use {allowed}")
     response.headers.append(("Allow", allowed))
     return response
+
+
+def _custom_attributes_header(value: str) -> tuple[str, str]:
+    """Return the header that passes the model's custom attributes to the server.
+
+    The attribute can be assigned any string, but a line break would end the
+    header early and cut the value. Other control characters and characters
+    outside Latin-1 make the response invalid HTTP.
+    """
+    if all(_sendable_in_header(character) for character in value):
+        return (_CUSTOM_ATTRIBUTES_HEADER, value)
+    return (_UNSENDABLE_CUSTOM_ATTRIBUTES_HEADER, "1")
+
+
+def _sendable_in_header(character: str) -> bool:
+    # RFC 9110 field values: tab, visible ASCII, space and bytes 0x80-0xFF.
+    return character == "\t" or (" " <= character <= "\xff" and character != "\x7f")

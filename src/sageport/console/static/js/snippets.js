@@ -20,19 +20,24 @@ export function snippets(request, origin) {
   };
 }
 
+// Text bodies go through a file too, because `--body fileb://FILE` sends raw
+// bytes on AWS CLI v1 and v2 alike. AWS CLI v2 reads a literal `--body` as
+// base64 unless given `--cli-binary-format raw-in-base64-out`, which v1 rejects.
+const BODY_FILES = { json: "request.json", csv: "request.csv", text: "request.txt" };
+
 function awsCli(request, origin, bodyText, attributes) {
-  const lines = [
-    "# Credentials and region come from your AWS CLI configuration or environment.",
+  const bodyFile = bodyText === null ? request.fileName || "request.bin" : BODY_FILES[request.kind] || "request.txt";
+  const lines = ["# Credentials and region come from your AWS CLI configuration or environment."];
+  if (bodyText !== null) lines.push(`printf '%s' ${shellQuote(bodyText)} > ${shellQuote(bodyFile)}`);
+  lines.push(
     `aws sagemaker-runtime invoke-endpoint --endpoint-url ${shellQuote(origin)} \\`,
     `  --endpoint-name ${shellQuote(request.endpoint)} \\`,
     `  --content-type ${shellQuote(request.contentType)} \\`,
-  ];
+  );
   if (request.accept) lines.push(`  --accept ${shellQuote(request.accept)} \\`);
   if (request.variant) lines.push(`  --target-variant ${shellQuote(request.variant)} \\`);
   if (attributes) lines.push(`  --custom-attributes ${shellQuote(attributes)} \\`);
-  lines.push(bodyText === null
-    ? `  --body fileb://${shellQuote(request.fileName || "request.bin")} \\`
-    : `  --cli-binary-format raw-in-base64-out --body ${shellQuote(bodyText)} \\`);
+  lines.push(`  --body fileb://${shellQuote(bodyFile)} \\`);
   lines.push("  response.out");
   return lines.join("\n");
 }

@@ -11,6 +11,8 @@ const BODY_KINDS = {
   text: { label: "Plain text", contentType: "text/plain", example: "" },
   file: { label: "File (raw bytes)", contentType: "application/octet-stream", example: "" },
 };
+// Suggested response types: those the built-in runtime encodes, and common others.
+const ACCEPT_TYPES = ["application/json", "text/csv", "application/x-npy", "application/jsonlines", "text/plain", "*/*"];
 
 export function renderTestInference(panel, detail, showLogs) {
   const endpoint = detail.endpoint.EndpointName;
@@ -21,7 +23,13 @@ export function renderTestInference(panel, detail, showLogs) {
     Object.entries(BODY_KINDS).map(([value, { label }]) => el("option", { value, text: label })));
   kind.value = state.kind;
   const contentType = el("input", { id: "content-type", type: "text", value: saved?.contentType || BODY_KINDS[state.kind].contentType });
-  const accept = el("input", { id: "accept", type: "text", value: saved?.accept ?? "application/json", placeholder: "any" });
+  // The body type never changes Accept. As with SageMaker Studio's response content
+  // type, Accept is the user's own choice, because a model may take CSV and return JSON.
+  const accept = el("input", {
+    id: "accept", type: "text", list: "accept-types", "aria-describedby": "accept-hint",
+    value: saved?.accept ?? "application/json", placeholder: "any",
+  });
+  const acceptTypes = el("datalist", { id: "accept-types" }, ACCEPT_TYPES.map((value) => el("option", { value })));
   const editorHost = el("div", { class: "editor-host" });
   const fileInput = el("input", { type: "file", id: "request-file", "aria-label": "Request file", hidden: true });
   const bodyStatus = el("p", { id: "body-status", class: "body-status" });
@@ -58,7 +66,8 @@ export function renderTestInference(panel, detail, showLogs) {
     el("div", { class: "field-row" },
       el("label", { for: "body-kind", text: "Body type" }), kind,
       el("label", { for: "content-type", text: "Content-Type" }), contentType,
-      el("label", { for: "accept", text: "Accept" }), accept),
+      el("label", { for: "accept", text: "Accept" }), accept, acceptTypes,
+      el("span", { id: "accept-hint", class: "muted", text: "The response type. Body type sets only Content-Type." })),
     el("div", { class: "editor-toolbar" }, el("span", { id: "editor-label", text: "Request body" }), format),
     editorHost, fileInput, bodyStatus,
     detail.variants.length > 1 ? el("div", { class: "field-row" }, el("label", { for: "target-variant", text: "Target variant" }), variant) : null,
