@@ -68,7 +68,7 @@ class Application:
         elif path == b"/" and scope["method"] == "POST" and header(scope, b"x-amz-target"):
             await self._control_api(scope, receive, send)
         elif path == b"/ping":
-            await send_response(send, 200, [(b"content-type", b"text/plain")], b"")
+            await send_response(send, 200, [(b"content-type", b"text/plain")], b"", scope)
         else:
             await self._console(scope, receive, send)
 
