@@ -11,11 +11,11 @@ names and a Content-Length.
 ``sageport.whole_response`` extension as ``{"write": function}``. Called with
 the request's scope, the status, headers and body, it writes them in one
 transport write and finishes the request as uvicorn's ``send`` would. It
-writes exactly the bytes uvicorn would write, or nothing. It returns False,
-and the handler sends the two messages, for a response it does not handle:
-one to a HEAD request, with a ``connection`` or ``transfer-encoding`` header,
-with a Content-Length that is missing, repeated or wrong, or with an invalid
-header, and any response while writing is paused. ``send_response`` in
+writes exactly the bytes uvicorn would write, or nothing. For a response it
+does not handle it returns False, and the handler sends the two messages.
+It does not handle a response to a HEAD request, a ``connection`` or
+``transfer-encoding`` header, a Content-Length that is missing, repeated or
+wrong, an invalid header, or paused writing. ``send_response`` in
 ``asgi.py`` uses it.
 """
 
