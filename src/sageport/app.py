@@ -103,7 +103,7 @@ class Application:
         elif plane == "control":
             await self._control_api(scope, receive, send)
         elif path == b"/ping":
-            await send_response(send, 200, [(b"content-type", b"text/plain")], b"")
+            await send_response(send, 200, [(b"content-type", b"text/plain")], b"", scope)
         else:
             await self._console(scope, receive, send)
 

@@ -16,7 +16,7 @@ import uvicorn
 
 from sageport.app import Application
 from sageport.config import Settings
-from sageport.protocol.http_limits import guarded_protocol
+from sageport.protocol.whole_response import http_protocol
 from sageport.store.lock import lock_data_directory
 
 logger = logging.getLogger("sageport.server")
@@ -110,7 +110,7 @@ def _serve(settings: Settings, log_level: str, listeners: list[socket.socket]) -
         app,
         host=settings.host,
         port=settings.port,
-        http=guarded_protocol(settings.request_limits),
+        http=http_protocol(settings.request_limits),
         loop="uvloop",
         lifespan="on",
         access_log=False,

@@ -36,6 +36,10 @@ class Authenticator(Protocol):
     def check_request(self, scope: Scope, body: bytes) -> None:
         """Check the request with its whole body."""
 
+# The scope extension in which Sageport's HTTP protocol (whole_response.py)
+# puts, under "write", a function that writes a whole response in one go. It
+# returns False, having written nothing, for a response it does not handle.
+WHOLE_RESPONSE_EXTENSION = "sageport.whole_response"
 
 # Bodies past the limit are read and dropped up to this many bytes, so that a
 # client still sending gets the error response instead of a broken pipe, which
@@ -174,13 +178,21 @@ async def rejected_before_body(
     return False
 
 
-async def send_response(send: Send, status: int, headers: Headers, body: bytes) -> None:
+async def send_response(
+    send: Send, status: int, headers: Headers, body: bytes, scope: Scope | None = None
+) -> None:
     """Send a whole response, with a Content-Length when the caller set none.
 
     Without one, uvicorn frames the body as chunked, which costs a second
-    write and lets a client read the headers without the body's end.
+    write and lets a client read the headers without the body's end. Given
+    the request's ``scope``, the response goes through the whole-response
+    extension when the server offers it, in one write.
     """
     if not any(name == b"content-length" for name, _ in headers):
         headers = [*headers, (b"content-length", str(len(body)).encode("ascii"))]
+    if scope is not None:
+        extension = (scope.get("extensions") or {}).get(WHOLE_RESPONSE_EXTENSION)
+        if extension is not None and extension["write"](scope, status, headers, body):
+            return
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

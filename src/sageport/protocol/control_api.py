@@ -85,7 +85,7 @@ class ControlPlaneAPI:
                 f"under request id {request_id}."
             )
             status, headers, payload = render_control_plane_error(internal, request_id)
-        await send_response(send, status, headers, payload)
+        await send_response(send, status, headers, payload, scope)
 
 
 def _check_route(scope: Scope) -> None:

@@ -104,7 +104,7 @@ class RuntimeAPI:
         if isinstance(body, ResponseStream):
             await send_event_stream(send, receive, headers, body, request_id)
             return
-        await send_response(send, status, headers, body)
+        await send_response(send, status, headers, body, scope)
 
     async def _invoke(
         self, scope: Scope, receive: Receive
