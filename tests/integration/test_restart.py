@@ -24,6 +24,7 @@ from tests.harness import (
     deploy,
     free_port,
     started,
+    trickling_http_server,
     wait_for_status,
     wait_until,
     write_model,
@@ -128,6 +129,22 @@ def test_sigterm_during_start_is_quiet(
     log = fresh_server.output()
     for noise in SHUTDOWN_NOISE:
         assert noise not in log, log
+
+
+def test_sigterm_during_download_exits(fresh_server: Server) -> None:
+    # The download would last five minutes; the server must not wait for it.
+    with trickling_http_server(interval=1.0, count=300) as url:
+        create_config(fresh_server, "slow", url)
+        fresh_server.client("sagemaker").create_endpoint(
+            EndpointName="slow", EndpointConfigName="slow"
+        )
+        assert wait_until(lambda: "Fetching model data from" in fresh_server.output())
+
+        code = fresh_server.stop(signal.SIGTERM, timeout=60)
+
+    assert code == 0
+    for noise in SHUTDOWN_NOISE:
+        assert noise not in fresh_server.output()
 
 
 def test_kill_9_then_restart_restores_endpoints(fresh_server: Server, tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ from sageport.errors import (
     ValidationError,
 )
 from sageport.hosting.artifacts import ArtifactError, fetch_model_data, local_path
+from sageport.hosting.detached import run_detached
 
 logger = logging.getLogger("sageport.dataplane")
 
@@ -231,7 +232,7 @@ class MultiModelVariant:
         try:
             # A local prefix confines what TargetModel can reach, links included.
             within = local_path(self.prefix)
-            await asyncio.to_thread(fetch_model_data, url, directory, within=within)
+            await run_detached(fetch_model_data, url, directory, within=within)
         except ArtifactError as exc:
             # SageMaker's API reference names no error for an archive it cannot
             # download. The fix is in the request or the prefix, so ValidationError.

@@ -36,6 +36,7 @@ class Authenticator(Protocol):
     def check_request(self, scope: Scope, body: bytes) -> None:
         """Check the request with its whole body."""
 
+
 # The scope extension in which Sageport's HTTP protocol (whole_response.py)
 # puts, under "write", a function that writes a whole response in one go. It
 # returns False, having written nothing, for a response it does not handle.

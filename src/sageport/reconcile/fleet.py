@@ -34,6 +34,7 @@ from sageport.hosting.artifacts import (
     download_timed_out,
     fetch_model_data,
 )
+from sageport.hosting.detached import run_detached
 from sageport.hosting.environments import model_python
 from sageport.hosting.images import REJECT, ImageRule, resolve_image
 from sageport.hosting.process import (
@@ -245,7 +246,7 @@ class FleetManager:
             model_dir.mkdir(parents=True, exist_ok=True)
             return model_dir
         logger.info("Fetching model data for %s/%s from %s", fleet.endpoint_name, variant_name, url)
-        fetch = asyncio.to_thread(fetch_model_data, url, model_dir, timeout=timeout)
+        fetch = run_detached(fetch_model_data, url, model_dir, timeout=timeout)
         try:
             # The fetch checks its deadline between reads, but one blocking call
             # (an S3 download, a stalled read) may outlast it. The thread then
