@@ -938,7 +938,10 @@ def test_within_rejects_link_out(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError) as excinfo:
         fetch_model_data(f"file://{prefix}/link.tar.gz", tmp_path / "dest", within=prefix)
 
-    assert f"leads to {prefix}/link.tar.gz, which is outside {prefix}" in str(excinfo.value)
+    assert (
+        f"leads to {prefix}/link.tar.gz, a link to {outside.resolve()}, which is outside {prefix}"
+        in str(excinfo.value)
+    )
     assert not (tmp_path / "dest").exists()
 
 
@@ -1020,3 +1023,30 @@ def test_trickling_download_times_out(tmp_path: Path, trickle_server: str) -> No
         "(at most 3600)."
     )
     assert leftovers(tmp_path) == []
+
+
+def test_short_http_download_says_how_short(tmp_path: Path) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_short() -> None:
+        # urllib3 retries, so every attempt gets the same short body.
+        for _ in range(3):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 20)
+
+    thread = threading.Thread(target=answer_short, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ArtifactError) as excinfo:
+            fetch_model_data(f"http://127.0.0.1:{port}/model.tar.gz", tmp_path / "dest")
+    finally:
+        listener.close()
+        thread.join(timeout=10)
+
+    assert "closed the connection after 20 bytes, with 980 more bytes announced" in str(
+        excinfo.value
+    )
+    assert "IncompleteRead" not in str(excinfo.value)

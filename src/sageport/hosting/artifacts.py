@@ -191,8 +191,10 @@ class _Limits:
 
     def check_within(self, path: Path) -> None:
         if self.within is not None and not _is_inside(str(path), self.within):
+            real = os.path.realpath(path)
+            through = "," if real == str(path) else f", a link to {real},"
             raise ArtifactError(
-                f"Model data at {self.shown_url} leads to {path}, which is outside "
+                f"Model data at {self.shown_url} leads to {path}{through} which is outside "
                 f"{self.within}, the directory it must stay in. Use a path under that "
                 "directory, without links that point out of it."
             )
@@ -774,7 +776,24 @@ def _describe_http_error(exc: urllib3.exceptions.HTTPError) -> str:
         return f"timed out ({reason})"
     if isinstance(reason, urllib3.exceptions.SSLError):
         return f"TLS failed ({reason})"
+    if isinstance(reason, urllib3.exceptions.ProtocolError):
+        return _describe_broken_connection(reason)
     return str(reason)
+
+
+def _describe_broken_connection(exc: urllib3.exceptions.ProtocolError) -> str:
+    # urllib3 wraps the cause as its second argument; a short read says how
+    # short, in bytes read (an int, or the bytes themselves) and bytes missing.
+    cause = exc.args[1] if len(exc.args) > 1 else None
+    partial = getattr(cause, "partial", None)
+    expected = getattr(cause, "expected", None)
+    if partial is not None and isinstance(expected, int):
+        got = partial if isinstance(partial, int) else len(partial)
+        return (
+            f"the server closed the connection after {got} bytes, "
+            f"with {expected} more bytes announced"
+        )
+    return f"the connection broke ({cause or exc})"
 
 
 # Completion marker and the final rename.
