@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sageport.dataplane.locations import LocationError, write_location
+from sageport.dataplane.locations import LocationError, join_location, write_location
 
 
 def test_write_inside_output_path(tmp_path: Path) -> None:
@@ -56,3 +56,17 @@ def test_write_rejects_other_directory(tmp_path: Path) -> None:
         write_location(f"file://{tmp_path}/results-2/id-1.out", b"x", "text/plain", within=base)
 
     assert "outside the configured output path" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("name", ["x%41y.out", "a?b.out", "c#d.out", "sp ace.out"])
+def test_joined_file_name_is_literal(tmp_path: Path, name: str) -> None:
+    base = f"file://{tmp_path}/results"
+
+    location = join_location(base, name)
+    write_location(location, b"answer", "text/plain", within=base)
+
+    assert (tmp_path / "results" / name).read_bytes() == b"answer"
+
+
+def test_joined_s3_key_is_literal() -> None:
+    assert join_location("s3://bucket/out/", "x%41y.out") == "s3://bucket/out/x%41y.out"

@@ -263,6 +263,19 @@ def test_encoded_target_model_rejected(server: Server, tmp_path: Path) -> None:
     assert loads(log) == []
 
 
+def test_target_model_names_file_literally(server: Server, tmp_path: Path) -> None:
+    prefix, log = make_prefix(tmp_path, ["pct%41", "pctA"])
+    deploy_multi_model(server, "mme-literal", prefix)
+
+    literal = invoke(server, "mme-literal", "pct%41.tar.gz", 1)
+    with pytest.raises(ClientError) as excinfo:
+        invoke(server, "mme-literal", "pctA.tar.gz?x=1", 2)
+
+    assert literal == {"model": "pct%41", "input": 1}
+    assert error_of(excinfo)["Code"] == "ValidationError"
+    assert loads(log) == ["pct%41"]
+
+
 def test_target_model_on_single_model(server: Server, tmp_path: Path) -> None:
     prefix, _ = make_prefix(tmp_path, ["single"])
     description = deploy(server, "single-model", str(prefix / "single.tar.gz"))

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import boto3
 from botocore.config import Config
@@ -58,10 +58,17 @@ def check_location(uri: str, member: str) -> None:
 
 
 def join_location(base: str, *names: str) -> str:
-    """Append path segments to an ``s3://`` or ``file://`` URI, with one ``/`` between each."""
+    """Append path segments to an ``s3://`` or ``file://`` URI, with one ``/`` between each.
+
+    An S3 key is literal, as in SageMaker's own locations. A ``file://`` URL's
+    path is percent-decoded when it is read, so names are percent-encoded
+    here: the file written is then named exactly as the name reads.
+    """
+    encode = urlsplit(base).scheme == "file"
     location = base.rstrip("/")
     for name in names:
-        location += "/" + name.strip("/")
+        segment = name.strip("/")
+        location += "/" + (quote(segment, safe="/") if encode else segment)
     return location
 
 
@@ -183,11 +190,12 @@ def _client() -> Any:
 
 
 def _bucket_and_key(uri: str) -> tuple[str, str]:
-    parts = urlsplit(uri)
-    key = parts.path.lstrip("/")
+    # Split by hand: an S3 key may contain '?' or '#', which urlsplit would cut off.
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    key = key.lstrip("/")
     if not key:
         raise LocationError(f"{uri} names a bucket but no object key. Use s3://bucket/key.")
-    return parts.netloc, key
+    return bucket, key
 
 
 def _read_s3(uri: str, max_bytes: int) -> bytes:

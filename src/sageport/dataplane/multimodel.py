@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from sageport.dataplane.invoke import (
     CONTAINER_NAME,
@@ -227,7 +227,11 @@ class MultiModelVariant:
             raise
 
     async def _fetch(self, name: str) -> tuple[Path, int]:
-        url = self.prefix + name
+        # A file:// URL is percent-decoded when read, so the name is encoded to
+        # reach the file named exactly as TargetModel reads; paths and S3 keys
+        # are literal.
+        is_file_url = urlsplit(self.prefix).scheme == "file"
+        url = self.prefix + (quote(name, safe="/") if is_file_url else name)
         directory = self.cache_dir / "archives" / _directory_name(name)
         try:
             # A local prefix confines what TargetModel can reach, links included.

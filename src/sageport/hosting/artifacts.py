@@ -536,8 +536,9 @@ def _sanitized(member: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def _fetch_s3(url: str, shown_url: str, work: Path, model_dir: Path, limits: _Limits) -> None:
-    parts = urlsplit(url)
-    bucket, key = parts.netloc, parts.path.lstrip("/")
+    # Split by hand: an S3 key may contain '?' or '#', which urlsplit would cut off.
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    key = key.lstrip("/")
     if not bucket:
         raise ArtifactError(f"Model data URL {shown_url} has no bucket. Use s3://bucket/key.")
 
