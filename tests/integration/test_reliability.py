@@ -25,7 +25,9 @@ def transform_fn(model, data, content_type, accept):
     return b"ok", "text/plain"
 """
 
-# Signals through a file that the request reached the model, then sleeps.
+# Signals through a file that the request reached the model, then keeps the
+# request until the test creates the marker's ".go" file (30 s at most), so the
+# test, not the machine's speed, decides how long the request stays in flight.
 SLOW_MODEL = """
 import os
 import time
@@ -37,7 +39,9 @@ def transform_fn(model, data, content_type, accept):
     marker = data.decode()
     if marker:
         open(marker, "w").close()
-    time.sleep(2)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker + ".go") and time.monotonic() < deadline:
+            time.sleep(0.01)
     return b"done", "text/plain"
 """
 
@@ -190,9 +194,12 @@ def test_full_instance_sheds_load(queueless_server: Server, tmp_path: Path) -> N
     assert wait_until(marker.exists)
 
     runtime = queueless_server.client("sagemaker-runtime")
-    with pytest.raises(runtime.exceptions.ServiceUnavailable) as excinfo:
-        runtime.invoke_endpoint(EndpointName="busy", Body=b"", ContentType="text/plain")
-    thread.join(timeout=30)
+    try:
+        with pytest.raises(runtime.exceptions.ServiceUnavailable) as excinfo:
+            runtime.invoke_endpoint(EndpointName="busy", Body=b"", ContentType="text/plain")
+    finally:
+        Path(f"{marker}.go").touch()
+        thread.join(timeout=30)
 
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     assert "at capacity" in excinfo.value.response["Error"]["Message"]
@@ -209,9 +216,15 @@ def test_sigterm_finishes_in_flight_request(tuned_server: Server, tmp_path: Path
     thread.start()
     assert wait_until(marker.exists)
 
-    code = tuned_server.stop(signal.SIGTERM)
+    # The model finishes only once the server has begun shutting down.
+    assert tuned_server.process is not None
+    tuned_server.process.send_signal(signal.SIGTERM)
+    shutting_down = wait_until(lambda: "Shutting down" in tuned_server.output())
+    Path(f"{marker}.go").touch()
+    code = tuned_server.process.wait(60)
     thread.join(timeout=30)
 
+    assert shutting_down
     assert result == ["ok"]
     assert code == 0
 
@@ -230,16 +243,25 @@ def test_idle_instance_keeps_passing_checks(tuned_server: Server, tmp_path: Path
     assert outcome(tuned_server, "idle") == "ok"
 
 
+# What the server logs (at debug level) for a request whose caller left first.
+DROPPED = "its caller disconnected before it reached an instance"
+
+# Counts its calls in the file the body names, then keeps the request until the
+# test creates that file's ".go" file (30 s at most).
 COUNTING_MODEL = """
+import os
 import time
 
 def model_fn(model_dir):
     return None
 
 def transform_fn(model, data, content_type, accept):
-    with open(data.decode(), "a") as calls:
+    path = data.decode()
+    with open(path, "a") as calls:
         calls.write("call\\n")
-    time.sleep(1)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
+        time.sleep(0.01)
     return b"done", "text/plain"
 """
 
@@ -249,6 +271,7 @@ def test_abandoned_queued_requests_never_reach_model(server: Server, tmp_path: P
     calls = tmp_path / "calls.txt"
     body = str(calls).encode()
     first: list[str] = []
+    dropped_before = server.output().count(DROPPED)
     thread = threading.Thread(target=lambda: first.append(outcome(server, "abandoned", body)))
     thread.start()
     assert wait_until(calls.exists)
@@ -258,12 +281,18 @@ def test_abandoned_queued_requests_never_reach_model(server: Server, tmp_path: P
         b"POST /endpoints/abandoned/invocations HTTP/1.1\r\nHost: x\r\n"
         b"Content-Type: text/plain\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
     ) + body
-    for _ in range(5):
-        with socket.create_connection(("127.0.0.1", server.port)) as sock:
-            sock.sendall(request)
-    thread.join(timeout=30)
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.sendall(request)
+        # The worker stays busy until the server has dropped all five.
+        dropped = wait_until(lambda: server.output().count(DROPPED) - dropped_before == 5)
+    finally:
+        Path(f"{calls}.go").touch()
+        thread.join(timeout=30)
     last = outcome(server, "abandoned", body)
 
+    assert dropped
     assert first == ["ok"]
     assert last == "ok"
     assert calls.read_text().count("call") == 2

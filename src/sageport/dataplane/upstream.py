@@ -400,7 +400,9 @@ class UpstreamPool:
             await asyncio.wait((waiter, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
             gone.cancel()
-        if not waiter.done():
+        # Both may be done when the caller left as its turn came: the caller
+        # wins, and the connection it was handed goes on to the next waiter.
+        if gone.done() and not gone.cancelled():
             raise CallerGone
         return waiter.result()
 
