@@ -193,3 +193,32 @@ def test_caller_gone_at_handover_not_sent(serve: Serve) -> None:
 
     assert isinstance(error, CallerGone)
     assert body == b"ok"
+
+
+def test_closed_connection_not_handed_over(serve: Serve) -> None:
+    closed = threading.Event()
+
+    def answer_then_close(conn: socket.socket) -> None:
+        answer_ok(conn)
+        conn.close()
+        closed.set()
+
+    async def race() -> bytes:
+        # The second connection answers the queued call.
+        pool = UpstreamPool(serve(answer_then_close, answer_ok), 1)
+        never = asyncio.Event()
+        try:
+            stream = await pool.open_stream(b"/invocations", [], b"body")
+            await stream.read_all()
+            queued = asyncio.ensure_future(pool.post(b"/invocations", [], b"body", 10, never.wait))
+            await asyncio.sleep(0)
+            # Waiting here blocks the event loop, so it reads the instance's EOF
+            # only after the stream has handed the connection to the queued call.
+            assert closed.wait(30)
+            stream.release()
+            response = await queued
+        finally:
+            await pool.close()
+        return response.body
+
+    assert asyncio.run(race()) == b"ok"

@@ -164,6 +164,16 @@ class _Connection(asyncio.Protocol):
         self.transport.writelines((head, body))
         return self._waiter
 
+    @property
+    def usable(self) -> bool:
+        """Whether the connection may take another request: kept alive, and not closing.
+
+        The transport closes as soon as the event loop reads the instance's
+        EOF, a step before connection_lost clears ``reusable``. uvloop (0.23)
+        raises RuntimeError on a write to a closed transport.
+        """
+        return self.reusable and self.transport is not None and not self.transport.is_closing()
+
     def close(self) -> None:
         self.reusable = False
         if self.transport is not None:
@@ -369,8 +379,9 @@ class UpstreamPool:
             if not self._waiters:
                 while self._idle:
                     connection = self._idle.pop()
-                    if connection.reusable:
+                    if connection.usable:
                         return connection
+                    connection.close()
                     self._open -= 1
                 if self._open < self._size:
                     return await self._open_connection()
@@ -384,7 +395,11 @@ class UpstreamPool:
                 self._abandon(waiter)
                 raise
             if handed is not None:
-                return handed
+                # The instance may have closed it while this task waited to run.
+                if handed.usable:
+                    return handed
+                handed.close()
+                self._open -= 1
             if self._open < self._size:
                 return await self._open_connection()
 
@@ -427,7 +442,7 @@ class UpstreamPool:
                 self._hand_over(None)
 
     def _release(self, connection: _Connection) -> None:
-        if connection.reusable and not self._closed:
+        if connection.usable and not self._closed:
             if not self._hand_over(connection):
                 self._idle.append(connection)
             return
