@@ -27,8 +27,12 @@ import boto3
 import psutil
 from botocore.config import Config
 
+from sageport.cli import EXIT_CANNOT_LISTEN
+
 REPO = Path(__file__).resolve().parent.parent
-SERVER_START_TIMEOUT = 30.0
+SERVER_START_TIMEOUT = 60.0
+# Starts of a server whose port another process took in the meantime.
+PORT_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -78,6 +82,21 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start the server and wait until it answers on its own port.
+
+        The port was free when it was picked, but on a busy machine another
+        process may bind it before the server does. Such a server exits, and
+        it is started again on a new port, with the clients made anew.
+        """
+        for _ in range(PORT_ATTEMPTS):
+            if self._start_on_port():
+                return
+            self.port = free_port()
+            self._clients.clear()
+        raise RuntimeError(f"sageport serve found no free port in {PORT_ATTEMPTS} tries")
+
+    def _start_on_port(self) -> bool:
+        """Start the server on ``self.port``; return False if that port was taken."""
         self.log_path = self.data_dir.parent / f"server-{self.port}-{time.time_ns()}.log"
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -99,17 +118,28 @@ class Server:
             env=client_environment(self.url) | self.extra_environment,
         )
         log.close()
+        # Until the server says it listens, whatever answers on the port is not this server.
+        listening = f"Listening on {self.url}"
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"sageport serve exited early:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"sageport serve did not answer within {SERVER_START_TIMEOUT} s")
+                output = self.output()
+                if self.process.returncode == EXIT_CANNOT_LISTEN and "already in use" in output:
+                    return False
+                raise RuntimeError(f"sageport serve exited early:\n{output}")
+            if listening in self.output():
+                try:
+                    with urllib.request.urlopen(f"{self.url}/ping", timeout=5) as response:
+                        if response.status == 200:
+                            return True
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        self.process.kill()
+        self.process.wait()
+        raise RuntimeError(
+            f"sageport serve did not answer within {SERVER_START_TIMEOUT} s:\n{self.output()}"
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.process is not None

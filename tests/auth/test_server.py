@@ -230,7 +230,7 @@ def test_key_created_and_deleted_while_running(
     key = create_key(server.data_dir, "--user-name", "carol")
     newcomer = Server(server.data_dir, port=server.port, client_keys=key_environment(key))
 
-    listed = retry_for(2.5, lambda: newcomer.client("sagemaker").list_endpoints())
+    listed = retry_for(10, lambda: newcomer.client("sagemaker").list_endpoints())
     sageport("keys", "delete", key["AccessKeyId"], "--data-dir", str(server.data_dir))
     time.sleep(1.2)
     with pytest.raises(ClientError) as excinfo:
@@ -264,7 +264,7 @@ def test_session_token_key(auth_server: tuple[Server, dict[str, str]]) -> None:
         },
     )
 
-    listed = retry_for(2.5, lambda: with_token.client("sagemaker").list_endpoints())
+    listed = retry_for(10, lambda: with_token.client("sagemaker").list_endpoints())
     with pytest.raises(ClientError) as excinfo:
         without_token.client("sagemaker").list_endpoints()
 

@@ -175,11 +175,15 @@ def recorder() -> Iterator[ConnectionRecorder]:
 
 
 @pytest.fixture(scope="module")
-def allowed_origin() -> str:
-    """An origin the console server allows, on a loopback port that nothing listens on."""
+def allowed_origin() -> Iterator[str]:
+    """An origin the console server allows, on a loopback port that nothing listens on.
+
+    The socket stays bound without listening, so connections to the port are
+    refused and no other process can take it while the tests run.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture(scope="module")

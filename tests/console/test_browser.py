@@ -86,12 +86,16 @@ def second_endpoint(
     return "alpha-ranker"
 
 
-# Loads for three seconds, so the endpoint stays Creating long enough to watch.
+# Loads until the file $START_GATE exists (30 s at most), so the endpoint stays
+# Creating until the test has seen it so.
 SLOW_START_MODEL = """
+import os
 import time
 
 def model_fn(model_dir):
-    time.sleep(3)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.environ["START_GATE"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return "ready"
 
 def transform_fn(model, body, content_type, accept):
@@ -263,7 +267,7 @@ def test_cancel_pending_request(page: Any, console_server: Server, behaviour_end
     assert "Cancelled" in card.locator(".card-status").inner_text()
     expect(page.locator("#announcer")).to_have_text("Request cancelled.")
     # The server detects the disconnect and cancels the invocation.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while "cancelled by the browser" not in console_server.output():
         assert time.monotonic() < deadline, "the server did not cancel the invocation"
         time.sleep(0.1)
@@ -387,12 +391,22 @@ def test_status_filter_and_double_click(
 
 def test_list_refreshes_while_creating(page: Any, console_server: Server, tmp_path: Path) -> None:
     archive = write_model(tmp_path, SLOW_START_MODEL)
-    deploy(console_server, "slow-start", str(archive), wait=False)
+    gate = tmp_path / "start-gate"
+    deploy(
+        console_server,
+        "slow-start",
+        str(archive),
+        environment={"START_GATE": str(gate)},
+        wait=False,
+    )
     page.goto(console_server.url + "/")
     page.get_by_label("Search endpoints").fill("slow-start")
 
     row = page.locator('tbody tr[data-endpoint="slow-start"]')
-    row.locator('[data-status="Creating"]').wait_for()
+    try:
+        row.locator('[data-status="Creating"]').wait_for()
+    finally:
+        gate.touch()
     row.locator('[data-status="InService"]').wait_for()
 
 

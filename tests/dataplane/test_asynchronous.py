@@ -104,7 +104,7 @@ def run_worker_until(invocations: AsyncInvocations, path: Path) -> str:
     async def run() -> str:
         invocations.start()
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             while not path.exists():
                 assert time.monotonic() < deadline, f"{path} was not written"
                 await asyncio.sleep(0.02)

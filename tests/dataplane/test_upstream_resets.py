@@ -18,6 +18,7 @@ import pytest
 from sageport.dataplane.invoke import InvocationResult, invoke
 from sageport.dataplane.routing import EndpointRoute, InstanceRoute, VariantRoute
 from sageport.dataplane.upstream import (
+    CallerGone,
     UpstreamDisconnected,
     UpstreamPool,
     UpstreamRequestUnread,
@@ -158,3 +159,66 @@ def test_invoke_unread_repeatedly_is_unavailable(serve: Serve) -> None:
 
     assert isinstance(result, ServiceUnavailable)
     assert "the model did not run it" in str(result)
+
+
+def answer_twice(conn: socket.socket) -> None:
+    answer_ok(conn)
+    answer_ok(conn)
+
+
+def test_caller_gone_at_handover_not_sent(serve: Serve) -> None:
+    async def race() -> tuple[BaseException | None, bytes]:
+        pool = UpstreamPool(serve(answer_twice), 1)
+        left = asyncio.Event()
+        error: BaseException | None = None
+        try:
+            stream = await pool.open_stream(b"/invocations", [], b"body")
+            await stream.read_all()
+            queued = asyncio.ensure_future(pool.post(b"/invocations", [], b"body", 10, left.wait))
+            await asyncio.sleep(0)
+            # The caller leaves and the connection frees up before the queued call runs again.
+            left.set()
+            stream.release()
+            try:
+                await queued
+            except CallerGone as exc:
+                error = exc
+            # The connection went back to the pool unused, so the next call gets it.
+            after = await pool.post(b"/invocations", [], b"body", 10)
+        finally:
+            await pool.close()
+        return error, after.body
+
+    error, body = asyncio.run(race())
+
+    assert isinstance(error, CallerGone)
+    assert body == b"ok"
+
+
+def test_closed_connection_not_handed_over(serve: Serve) -> None:
+    closed = threading.Event()
+
+    def answer_then_close(conn: socket.socket) -> None:
+        answer_ok(conn)
+        conn.close()
+        closed.set()
+
+    async def race() -> bytes:
+        # The second connection answers the queued call.
+        pool = UpstreamPool(serve(answer_then_close, answer_ok), 1)
+        never = asyncio.Event()
+        try:
+            stream = await pool.open_stream(b"/invocations", [], b"body")
+            await stream.read_all()
+            queued = asyncio.ensure_future(pool.post(b"/invocations", [], b"body", 10, never.wait))
+            await asyncio.sleep(0)
+            # Waiting here blocks the event loop, so it reads the instance's EOF
+            # only after the stream has handed the connection to the queued call.
+            assert closed.wait(30)
+            stream.release()
+            response = await queued
+        finally:
+            await pool.close()
+        return response.body
+
+    assert asyncio.run(race()) == b"ok"

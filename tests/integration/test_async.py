@@ -17,9 +17,12 @@ from botocore.exceptions import ClientError
 
 from tests.harness import Server, deploy, wait_for_status, write_model
 
-# Returns what reached it as JSON. "fail" raises, and "sleep N" sleeps N seconds first.
+# Returns what reached it as JSON. "fail" raises, "sleep N" sleeps N seconds
+# first, and "hold STARTED GATE" creates the file STARTED, then waits until the
+# test creates GATE (30 s at most).
 ECHO_MODEL = """
 import json
+import os
 import time
 
 def model_fn(model_dir):
@@ -31,6 +34,12 @@ def transform_fn(model, data, content_type, accept, context):
         raise ValueError("the input asked to fail")
     if text.startswith("sleep"):
         time.sleep(float(text.split()[1]))
+    if text.startswith("hold"):
+        _, started, gate = text.split()
+        open(started, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
     answer = {
         "input": text,
         "content_type": content_type,
@@ -368,19 +377,26 @@ def test_async_queue_survives_kill_9(
     assert description["EndpointStatus"] == "InService", description
     runtime = fresh_server.client("sagemaker-runtime")
     inference_ids = [f"queued-{index}" for index in range(4)]
+    # The first answers at once; each of the others is held until its gate exists.
+    inputs = {"queued-0": "first"} | {
+        f"queued-{index}": f"hold {tmp_path}/started-{index} {tmp_path}/gate-{index}"
+        for index in range(1, 4)
+    }
     for inference_id in inference_ids:
         runtime.invoke_endpoint_async(
             EndpointName=endpoint.name,
-            InputLocation=endpoint.write_input(f"{inference_id}.txt", "sleep 1"),
+            InputLocation=endpoint.write_input(f"{inference_id}.txt", inputs[inference_id]),
             InferenceId=inference_id,
         )
 
-    # One at a time, one second each: a moment after the first is written the
-    # second is running and the other two are still queued.
+    # One at a time: once the second has reached the model, the first is done
+    # and the other two are still queued.
     wait_for_file(endpoint.output_dir / "queued-0.out")
-    time.sleep(0.3)
+    wait_for_file(tmp_path / "started-1")
     fresh_server.stop(signal.SIGKILL)
     done_before_restart = sorted(path.name for path in endpoint.output_dir.glob("*.out"))
+    for index in range(1, 4):
+        (tmp_path / f"gate-{index}").touch()
     fresh_server.start()
     outputs = {
         inference_id: json.loads(wait_for_file(endpoint.output_dir / f"{inference_id}.out"))
@@ -388,9 +404,7 @@ def test_async_queue_survives_kill_9(
     }
 
     assert done_before_restart == ["queued-0.out"]
-    assert {key: value["input"] for key, value in outputs.items()} == dict.fromkeys(
-        inference_ids, "sleep 1"
-    )
+    assert {key: value["input"] for key, value in outputs.items()} == inputs
     assert not endpoint.failure_dir.exists()
     assert "queued again after the previous server stopped: 1" in fresh_server.output()
 

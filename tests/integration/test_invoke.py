@@ -351,25 +351,35 @@ def transform_fn(model, data, content_type, accept):
 
 
 def test_requests_spread_over_instances(server: Server, tmp_path: Path) -> None:
+    # Each call waits until both calls reached a model, so both are in flight
+    # together however slowly the machine starts the second one.
     archive = write_model(
         tmp_path,
         """
 import os
 import time
+import uuid
 
 def model_fn(model_dir):
     return None
 
 def transform_fn(model, data, content_type, accept):
-    time.sleep(0.5)
+    arrivals = data.decode()
+    open(os.path.join(arrivals, uuid.uuid4().hex), "w").close()
+    deadline = time.monotonic() + 10
+    while len(os.listdir(arrivals)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     return str(os.getpid()), "text/plain"
 """,
     )
     description = deploy(server, "two-instances", str(archive), instance_count=2)
+    arrivals = tmp_path / "arrivals"
+    arrivals.mkdir()
     pids: list[bytes] = []
 
     def call() -> None:
-        pids.append(invoke(server, "two-instances", b"x", ContentType="text/plain")["Body"])
+        body = str(arrivals).encode()
+        pids.append(invoke(server, "two-instances", body, ContentType="text/plain")["Body"])
 
     threads = [threading.Thread(target=call) for _ in range(2)]
     for thread in threads:

@@ -15,7 +15,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.harness import (
-    COUNTING_MODEL,
     Server,
     deploy,
     send_and_hang_up,
@@ -32,7 +31,9 @@ def transform_fn(model, data, content_type, accept):
     return b"ok", "text/plain"
 """
 
-# Signals through a file that the request reached the model, then sleeps.
+# Signals through a file that the request reached the model, then keeps the
+# request until the test creates the marker's ".go" file (30 s at most), so the
+# test, not the machine's speed, decides how long the request stays in flight.
 SLOW_MODEL = """
 import os
 import time
@@ -44,7 +45,9 @@ def transform_fn(model, data, content_type, accept):
     marker = data.decode()
     if marker:
         open(marker, "w").close()
-    time.sleep(2)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker + ".go") and time.monotonic() < deadline:
+            time.sleep(0.01)
     return b"done", "text/plain"
 """
 
@@ -197,9 +200,12 @@ def test_full_instance_sheds_load(queueless_server: Server, tmp_path: Path) -> N
     assert wait_until(marker.exists)
 
     runtime = queueless_server.client("sagemaker-runtime")
-    with pytest.raises(runtime.exceptions.ServiceUnavailable) as excinfo:
-        runtime.invoke_endpoint(EndpointName="busy", Body=b"", ContentType="text/plain")
-    thread.join(timeout=30)
+    try:
+        with pytest.raises(runtime.exceptions.ServiceUnavailable) as excinfo:
+            runtime.invoke_endpoint(EndpointName="busy", Body=b"", ContentType="text/plain")
+    finally:
+        Path(f"{marker}.go").touch()
+        thread.join(timeout=30)
 
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     assert "at capacity" in excinfo.value.response["Error"]["Message"]
@@ -216,9 +222,15 @@ def test_sigterm_finishes_in_flight_request(tuned_server: Server, tmp_path: Path
     thread.start()
     assert wait_until(marker.exists)
 
-    code = tuned_server.stop(signal.SIGTERM)
+    # The model finishes only once the server has begun shutting down.
+    assert tuned_server.process is not None
+    tuned_server.process.send_signal(signal.SIGTERM)
+    shutting_down = wait_until(lambda: "Shutting down" in tuned_server.output())
+    Path(f"{marker}.go").touch()
+    code = tuned_server.process.wait(60)
     thread.join(timeout=30)
 
+    assert shutting_down
     assert result == ["ok"]
     assert code == 0
 
@@ -237,24 +249,54 @@ def test_idle_instance_keeps_passing_checks(tuned_server: Server, tmp_path: Path
     assert outcome(tuned_server, "idle") == "ok"
 
 
+# What the server logs (at debug level) for a request whose caller left first.
+DROPPED = "its caller disconnected before it reached an instance"
+
+# Counts its calls in the file the body names, then keeps the request until the
+# test creates that file's ".go" file (30 s at most).
+GATED_COUNTING_MODEL = """
+import os
+import time
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, data, content_type, accept):
+    path = data.decode()
+    with open(path, "a") as calls:
+        calls.write("call\\n")
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return b"done", "text/plain"
+"""
+
+
 @pytest.mark.parametrize("action", ["invocations", "invocations-response-stream"])
 def test_abandoned_queued_requests_never_reach_model(
     server: Server, tmp_path: Path, action: str
 ) -> None:
     name = f"abandoned-{action}"
-    deploy(server, name, str(write_model(tmp_path, COUNTING_MODEL)))
+    deploy(server, name, str(write_model(tmp_path, GATED_COUNTING_MODEL)))
     calls = tmp_path / "calls.txt"
     body = str(calls).encode()
     first: list[str] = []
+    dropped_before = server.output().count(DROPPED)
     thread = threading.Thread(target=lambda: first.append(outcome(server, name, body)))
     thread.start()
     assert wait_until(calls.exists)
 
     # Five callers send a request while the only worker is busy, then hang up.
-    send_and_hang_up(server, f"/endpoints/{name}/{action}", body, {}, count=5)
-    thread.join(timeout=30)
+    try:
+        send_and_hang_up(server, f"/endpoints/{name}/{action}", body, {}, count=5)
+        # The worker stays busy until the server has dropped all five.
+        dropped = wait_until(lambda: server.output().count(DROPPED) - dropped_before == 5)
+    finally:
+        Path(f"{calls}.go").touch()
+        thread.join(timeout=30)
     last = outcome(server, name, body)
 
+    assert dropped
     assert first == ["ok"]
     assert last == "ok"
     assert calls.read_text().count("call") == 2

@@ -47,7 +47,7 @@ def running(pid: int) -> bool:
         return False
 
 
-def wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
+def wait_gone(pids: list[int], timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:

@@ -28,7 +28,7 @@ from sagemaker.predictor import Predictor
 from sagemaker.serializers import CSVSerializer, JSONSerializer, NumpySerializer
 from sagemaker.sklearn.model import SKLearnModel
 
-from tests.harness import REPO, Server, client_environment, free_port
+from tests.harness import REPO, Server, client_environment
 
 ROLE = "arn:aws:iam::123456789012:role/sageport"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
@@ -153,10 +153,11 @@ def test_predictor_for_existing_endpoint(server: Server, iris_archive: Path) -> 
 
 @pytest.fixture(scope="module")
 def moto_s3() -> Iterator[str]:
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # Port 0: the server binds a free port itself, so no other process can take it first.
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
-    yield f"http://127.0.0.1:{port}"
+    host, port = moto.get_host_and_port()
+    yield f"http://{host}:{port}"
     moto.stop()
 
 

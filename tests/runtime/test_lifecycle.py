@@ -38,6 +38,12 @@ def transform_fn(model, input_data, content_type, accept):
     if command.startswith("sleep "):
         open(os.path.join(model, "busy"), "w").close()
         time.sleep(float(command.split()[1]))
+    if command == "hold":
+        # Busy until the test creates the file "go" (30 s at most).
+        open(os.path.join(model, "busy"), "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(model, "go")) and time.monotonic() < deadline:
+            time.sleep(0.01)
     if command == "exit":
         os._exit(1)
     return str(os.getpid()), "text/plain"
@@ -112,20 +118,29 @@ def test_one_failing_worker_fails_start(start_runtime: StartRuntime, tmp_path: P
 
 
 def test_connections_refused_while_loading(start_runtime: StartRuntime, tmp_path: Path) -> None:
+    # model_fn loads until the test creates the gate file (30 s at most), so the
+    # probe below always finds the model still loading.
     source = """
+    import os
     import time
 
     def model_fn(model_dir):
-        time.sleep(2)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(model_dir, "gate")) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def transform_fn(model, data, content_type, accept):
         return data
     """
-    runtime = start_runtime(write_model(tmp_path, source), wait=False)
-    assert wait_until(runtime.socket_path.exists)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with probe, pytest.raises(ConnectionRefusedError):
-        probe.connect(str(runtime.socket_path))
+    model_dir = write_model(tmp_path, source)
+    runtime = start_runtime(model_dir, wait=False)
+    try:
+        assert wait_until(runtime.socket_path.exists)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with probe, pytest.raises(ConnectionRefusedError):
+            probe.connect(str(runtime.socket_path))
+    finally:
+        (model_dir / "gate").touch()
     runtime.wait_ready()
     assert runtime.request("GET", "/ping").status == 200
 
@@ -162,12 +177,15 @@ def test_stopped_idle_worker_is_replaced(start_runtime: StartRuntime, tmp_path: 
     finally:
         connection.close()
     replies = [invoke(runtime, "hello") for _ in range(4)]
+    # A killed worker is a zombie until the supervisor reaps it, and only then
+    # does the supervisor log the replacement, so wait for that line.
+    replaced = wait_until(lambda: f"Starting a replacement for worker {victim}" in runtime.log())
 
-    assert wait_until(lambda: is_gone(victim))
+    assert replaced
+    assert is_gone(victim)
     assert [reply.status for reply in replies] == [200] * 4
     assert victim not in {int(reply.body) for reply in replies}
     assert "has sent no heartbeat for" in runtime.log()
-    assert f"Starting a replacement for worker {victim}" in runtime.log()
 
 
 def test_long_call_is_no_stall(start_runtime: StartRuntime, tmp_path: Path) -> None:
@@ -215,12 +233,17 @@ def test_sigterm_finishes_request_in_flight(start_runtime: StartRuntime, tmp_pat
     model_dir = write_model(tmp_path, SLEEPY)
     runtime = start_runtime(model_dir)
     replies: list[Reply] = []
-    thread = threading.Thread(target=lambda: replies.append(invoke(runtime, "sleep 1")))
+    thread = threading.Thread(target=lambda: replies.append(invoke(runtime, "hold")))
     thread.start()
     assert wait_until((model_dir / "busy").exists)
     runtime.process.send_signal(signal.SIGTERM)
+    # The request ends only after the runtime began stopping: it has logged so
+    # and removed its socket, the step just before it signals the workers.
+    stopping = wait_until(lambda: "Stopping" in runtime.log() and not runtime.socket_path.exists())
+    (model_dir / "go").touch()
     thread.join(30)
 
+    assert stopping
     assert [reply.status for reply in replies] == [200]
     assert replies[0].headers["connection"] == "close"
     assert runtime.wait_exit() == 0

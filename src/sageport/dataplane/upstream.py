@@ -170,6 +170,16 @@ class _Connection(asyncio.Protocol):
         self.transport.writelines((head, body))
         return self._waiter
 
+    @property
+    def usable(self) -> bool:
+        """Whether the connection may take another request: kept alive, and not closing.
+
+        The transport closes as soon as the event loop reads the instance's
+        EOF, a step before connection_lost clears ``reusable``. uvloop (0.23)
+        raises RuntimeError on a write to a closed transport.
+        """
+        return self.reusable and self.transport is not None and not self.transport.is_closing()
+
     def close(self) -> None:
         self.reusable = False
         if self.transport is not None:
@@ -394,8 +404,9 @@ class UpstreamPool:
             if not self._waiters:
                 while self._idle:
                     connection = self._idle.pop()
-                    if connection.reusable:
+                    if connection.usable:
                         return connection
+                    connection.close()
                     self._open -= 1
                 if self._open < self._size:
                     return await self._open_connection()
@@ -409,7 +420,11 @@ class UpstreamPool:
                 self._abandon(waiter)
                 raise
             if handed is not None:
-                return handed
+                # The instance may have closed it while this task waited to run.
+                if handed.usable:
+                    return handed
+                handed.close()
+                self._open -= 1
             if self._open < self._size:
                 return await self._open_connection()
 
@@ -428,15 +443,23 @@ class UpstreamPool:
             # The connection's own disconnect future, shared by its requests.
             disconnect.add_done_callback(watch)
             try:
-                return await waiter
+                handed = await waiter
             finally:
                 disconnect.remove_done_callback(watch)
-        disconnect_task = asyncio.ensure_future(disconnect)
-        disconnect_task.add_done_callback(watch)
-        try:
-            return await waiter
-        finally:
-            disconnect_task.cancel()
+            left = disconnect.done()
+        else:
+            disconnect_task = asyncio.ensure_future(disconnect)
+            disconnect_task.add_done_callback(watch)
+            try:
+                handed = await waiter
+            finally:
+                left = disconnect_task.done() and not disconnect_task.cancelled()
+                disconnect_task.cancel()
+        # Both may be done when the caller left as its turn came: the caller
+        # wins, and the connection it was handed goes on to the next waiter.
+        if left:
+            raise CallerGone
+        return handed
 
     async def _open_connection(self) -> _Connection:
         self._open += 1
@@ -459,7 +482,7 @@ class UpstreamPool:
                 self._hand_over(None)
 
     def _release(self, connection: _Connection) -> None:
-        if connection.reusable and not self._closed:
+        if connection.usable and not self._closed:
             if not self._hand_over(connection):
                 self._idle.append(connection)
             return

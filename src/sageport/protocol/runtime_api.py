@@ -91,6 +91,10 @@ class RuntimeAPI:
             status, headers, body = await self._invoke(scope, receive)
             headers.append((b"x-amzn-requestid", request_id.encode()))
         except (ClientDisconnected, CallerGone):
+            logger.debug(
+                "Dropped invocation %s: its caller disconnected before it reached an instance",
+                request_id,
+            )
             return
         except SageportError as exc:
             status, headers, body = render_runtime_error(exc, request_id)
