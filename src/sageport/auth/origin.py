@@ -14,6 +14,7 @@ browser adds that page's ``Origin``. AWS SDKs and the AWS CLI never send
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
 from sageport.auth.mode import is_loopback
@@ -24,6 +25,23 @@ def is_loopback_host(host: bytes | None) -> bool:
     """Tell whether a Host header names localhost or a loopback IP literal, with any port."""
     if host is None:
         return False
+    # A server sees few Host values, and parsing one as an IP address costs
+    # about 2.5 µs, which every request would pay. Only short values are
+    # remembered, so the cache stays small whatever clients send.
+    if len(host) <= _CACHED_HOST_LENGTH:
+        return _is_loopback_host_cached(host)
+    return _is_loopback_host(host)
+
+
+_CACHED_HOST_LENGTH = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _is_loopback_host_cached(host: bytes) -> bool:
+    return _is_loopback_host(host)
+
+
+def _is_loopback_host(host: bytes) -> bool:
     text = host.decode("latin-1").strip().lower()
     if text.startswith("["):
         name, bracket, rest = text[1:].partition("]")
