@@ -228,19 +228,28 @@ def started(server: Server) -> Iterator[Server]:
 
 
 # Appends a line to the file that the request body names, then keeps its
-# worker busy for a second, so that further requests queue in the server.
+# worker busy until the test creates that file's ".go" file (30 s at most), so
+# that further requests queue in the server however slowly they arrive.
 COUNTING_MODEL = """
+import os
 import time
 
 def model_fn(model_dir):
     return None
 
 def transform_fn(model, data, content_type, accept):
-    with open(data.decode(), "a") as calls:
+    path = data.decode()
+    with open(path, "a") as calls:
         calls.write("call\\n")
-    time.sleep(1)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
+        time.sleep(0.01)
     return b"done", "text/plain"
 """
+
+# What the server logs, at debug level, for an invocation whose caller left
+# before it reached an instance.
+DROPPED = "its caller disconnected before it reached an instance"
 
 
 def send_and_hang_up(

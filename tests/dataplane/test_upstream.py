@@ -175,3 +175,27 @@ def test_shared_disconnect_future_survives_wait() -> None:
         await pool.close()
 
     run_with_instance(check)
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "shared-future"])
+def test_caller_gone_at_handover_not_sent(kind: str) -> None:
+    async def check(instance: FakeInstance) -> None:
+        pool = UpstreamPool(str(instance.socket_path), 1)
+        watch, leave = disconnect_watch(kind)
+        stream = await pool.open_stream(b"/streamed", [], b"")
+        await stream.read_all()
+        queued = asyncio.ensure_future(pool.post(b"/queued", [], b"", 5, watch))
+        await asyncio.sleep(0.1)
+
+        # The caller leaves in the same step as the connection is handed to it.
+        leave()
+        stream.release()
+
+        with pytest.raises(CallerGone):
+            await queued
+        assert (await pool.post(b"/fast", [], b"", timeout=5)).body == b"ok"
+        assert instance.paths == ["/streamed", "/fast"]
+        assert instance.connections == 1
+        await pool.close()
+
+    run_with_instance(check)

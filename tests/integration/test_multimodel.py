@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from tests.harness import (
     COUNTING_MODEL,
+    DROPPED,
     Server,
     deploy,
     send_and_hang_up,
@@ -413,16 +414,23 @@ def test_abandoned_queued_model_calls_never_run(server: Server, tmp_path: Path) 
         return bytes(response["Body"].read())
 
     first: list[bytes] = []
+    dropped_before = server.output().count(DROPPED)
     thread = threading.Thread(target=lambda: first.append(call()))
     thread.start()
     assert wait_until(calls.exists)
 
     # Five callers send a request while the only worker is busy, then hang up.
+    # The worker stays busy until the server has dropped all five.
     target = {"X-Amzn-SageMaker-Target-Model": "counting.tar.gz"}
-    send_and_hang_up(server, "/endpoints/abandoned-models/invocations", body, target, count=5)
-    thread.join(timeout=30)
+    try:
+        send_and_hang_up(server, "/endpoints/abandoned-models/invocations", body, target, count=5)
+        dropped = wait_until(lambda: server.output().count(DROPPED) - dropped_before == 5)
+    finally:
+        Path(f"{calls}.go").touch()
+        thread.join(timeout=30)
     last = call()
 
+    assert dropped
     assert first == [b"done"]
     assert last == b"done"
     assert calls.read_text().count("call") == 2

@@ -15,6 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.harness import (
+    COUNTING_MODEL,
+    DROPPED,
     Server,
     deploy,
     send_and_hang_up,
@@ -249,35 +251,12 @@ def test_idle_instance_keeps_passing_checks(tuned_server: Server, tmp_path: Path
     assert outcome(tuned_server, "idle") == "ok"
 
 
-# What the server logs (at debug level) for a request whose caller left first.
-DROPPED = "its caller disconnected before it reached an instance"
-
-# Counts its calls in the file the body names, then keeps the request until the
-# test creates that file's ".go" file (30 s at most).
-GATED_COUNTING_MODEL = """
-import os
-import time
-
-def model_fn(model_dir):
-    return None
-
-def transform_fn(model, data, content_type, accept):
-    path = data.decode()
-    with open(path, "a") as calls:
-        calls.write("call\\n")
-    deadline = time.monotonic() + 30
-    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return b"done", "text/plain"
-"""
-
-
 @pytest.mark.parametrize("action", ["invocations", "invocations-response-stream"])
 def test_abandoned_queued_requests_never_reach_model(
     server: Server, tmp_path: Path, action: str
 ) -> None:
     name = f"abandoned-{action}"
-    deploy(server, name, str(write_model(tmp_path, GATED_COUNTING_MODEL)))
+    deploy(server, name, str(write_model(tmp_path, COUNTING_MODEL)))
     calls = tmp_path / "calls.txt"
     body = str(calls).encode()
     first: list[str] = []
@@ -287,9 +266,9 @@ def test_abandoned_queued_requests_never_reach_model(
     assert wait_until(calls.exists)
 
     # Five callers send a request while the only worker is busy, then hang up.
+    # The worker stays busy until the server has dropped all five.
     try:
         send_and_hang_up(server, f"/endpoints/{name}/{action}", body, {}, count=5)
-        # The worker stays busy until the server has dropped all five.
         dropped = wait_until(lambda: server.output().count(DROPPED) - dropped_before == 5)
     finally:
         Path(f"{calls}.go").touch()
