@@ -118,7 +118,7 @@ class Server:
             env=client_environment(self.url) | self.extra_environment,
         )
         log.close()
-        # Until the server says it listens, whatever answers on the port is not this server.
+        # Until the server logs that it listens, another process may hold the port.
         listening = f"Listening on {self.url}"
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while time.monotonic() < deadline:

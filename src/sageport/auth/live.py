@@ -9,7 +9,7 @@ It never switches back while it runs. Deleting the last key leaves a server
 that rejects every API request, not one that silently accepts them. The key
 ring also reads a credentials file it cannot parse as holding no keys, and a
 broken edit must not open the server. A restart with no keys starts in
-``none`` again, as the start-up log then says.
+``none`` again, as the start-up log then reports.
 """
 
 from __future__ import annotations

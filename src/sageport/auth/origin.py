@@ -25,7 +25,7 @@ def is_loopback_host(host: bytes | None) -> bool:
     """Tell whether a Host header names localhost or a loopback IP literal, with any port."""
     if host is None:
         return False
-    # A server sees few Host values, and parsing one as an IP address costs
+    # A server receives few distinct Host values, and parsing one as an IP address costs
     # about 2.5 µs, which every request would pay. Only short values are
     # remembered, so the cache stays small whatever clients send.
     if len(host) <= _CACHED_HOST_LENGTH:

@@ -26,6 +26,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from sageport.hosting.artifacts import split_s3_url
+
 SCHEMES = ("s3", "file")
 
 # Seconds, as for model data downloads.
@@ -190,9 +192,7 @@ def _client() -> Any:
 
 
 def _bucket_and_key(uri: str) -> tuple[str, str]:
-    # Split by hand: an S3 key may contain '?' or '#', which urlsplit would cut off.
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    key = key.lstrip("/")
+    bucket, key = split_s3_url(uri)
     if not key:
         raise LocationError(f"{uri} names a bucket but no object key. Use s3://bucket/key.")
     return bucket, key

@@ -227,9 +227,9 @@ class MultiModelVariant:
             raise
 
     async def _fetch(self, name: str) -> tuple[Path, int]:
-        # A file:// URL is percent-decoded when read, so the name is encoded to
-        # reach the file named exactly as TargetModel reads; paths and S3 keys
-        # are literal.
+        # A file:// URL is percent-decoded when it is read, so the name is
+        # encoded here to reach the file named exactly as TargetModel reads.
+        # Local paths and S3 keys are used as they are.
         is_file_url = urlsplit(self.prefix).scheme == "file"
         url = self.prefix + (quote(name, safe="/") if is_file_url else name)
         directory = self.cache_dir / "archives" / _directory_name(name)

@@ -145,6 +145,15 @@ def fetch_model_data(
     )
 
 
+def split_s3_url(url: str) -> tuple[str, str]:
+    """Return the bucket and key of an ``s3://`` URL, taking the key literally.
+
+    urlsplit would cut a key at '?' or '#', which S3 keys may contain.
+    """
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    return bucket, key.lstrip("/")
+
+
 def display_url(url: str) -> str:
     """Return ``url`` without user info, query string or fragment for http(s) URLs.
 
@@ -536,9 +545,7 @@ def _sanitized(member: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def _fetch_s3(url: str, shown_url: str, work: Path, model_dir: Path, limits: _Limits) -> None:
-    # Split by hand: an S3 key may contain '?' or '#', which urlsplit would cut off.
-    bucket, _, key = url.removeprefix("s3://").partition("/")
-    key = key.lstrip("/")
+    bucket, key = split_s3_url(url)
     if not bucket:
         raise ArtifactError(f"Model data URL {shown_url} has no bucket. Use s3://bucket/key.")
 
@@ -783,8 +790,8 @@ def _describe_http_error(exc: urllib3.exceptions.HTTPError) -> str:
 
 
 def _describe_broken_connection(exc: urllib3.exceptions.ProtocolError) -> str:
-    # urllib3 wraps the cause as its second argument; a short read says how
-    # short, in bytes read (an int, or the bytes themselves) and bytes missing.
+    # urllib3 passes the cause as its second argument. A short read records
+    # the bytes read (a count, or the bytes themselves) and the bytes missing.
     cause = exc.args[1] if len(exc.args) > 1 else None
     partial = getattr(cause, "partial", None)
     expected = getattr(cause, "expected", None)

@@ -2,8 +2,8 @@
 
 ``asyncio.to_thread`` uses the loop's default executor, and both
 ``asyncio.run`` and the interpreter join its threads on the way out. A model
-download that stalls would then keep a server that has already said it
-stopped alive until the download's own deadline, up to an hour, holding the
+download that stalls would then keep a server that has already logged that
+it stopped alive until the download's own deadline, up to an hour, holding the
 data directory's lock. The work here runs in a daemon thread instead: the
 server waits for its result while it runs, and leaves it behind when it
 exits. Fetches unpack into a temporary directory and rename it into place

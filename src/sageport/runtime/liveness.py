@@ -1,4 +1,4 @@
-"""What each worker shares with the supervisor so that a stuck worker can be found and killed.
+"""Liveness fields shared by each worker and its supervisor, to find and kill stuck workers.
 
 Three doubles per worker live in an anonymous shared mapping made before fork.
 Each is a ``time.monotonic()`` value, and every process on the machine reads
